@@ -1,0 +1,339 @@
+"""Matrix-factorisation embeddings of users and items, trained on the train period only.
+
+Two objectives, both fully vectorised over minibatches of interactions (torch):
+
+* ``method="bpr"`` -- BPR-MF (Rendle et al., "BPR: Bayesian Personalized Ranking
+  from Implicit Feedback", UAI 2009): every train interaction (rating >=
+  ``positive_threshold``) is an implicit positive; for each one ``n_negatives``
+  items the user did not interact with in the train period are sampled
+  uniformly; loss ``-log sigmoid(u.i - u.j)`` + L2 on the rows used.  Made for
+  top-K ranking; the default.
+* ``method="pmf"`` -- PMF (Mnih & Salakhutdinov, "Probabilistic Matrix
+  Factorization", NIPS 2007): squared error of ``mu + u.i`` on the observed
+  ratings + L2 on the rows used (``mu`` = global mean, a constant that does not
+  change any ranking).  The representation the FCPO authors shipped.
+
+Scores are plain dot products ``user[u] @ item[i]`` (:func:`mf_scores`), so the
+arrays can be used as states / item features as they are.
+
+:func:`load_embeddings` caches the result under
+``cache_root()/embeddings/<key>.npz``, ``key`` = hash of the data content, the
+split's ``train_mask`` and the config; the file is written atomically and a
+corrupted one is removed and retrained.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+import zipfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fcpo.data.dataset import RatingsData
+from fcpo.data.split import EpisodeSplit
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump when training changes in a way the config does not capture
+METHODS = ("bpr", "pmf")
+
+
+@dataclass(frozen=True)
+class MFConfig:
+    """Hyper-parameters of :func:`train_mf`.
+
+    The defaults (BPR) were tuned on ml-100k under ``fcpo_split`` defaults for
+    top-10 ranking of held-out positives; see ``benchmarks/embeddings_quality.py``.
+    """
+
+    method: str = "bpr"  # "bpr" (ranking, implicit positives) or "pmf" (rating regression)
+    dim: int = 32  # embedding size
+    epochs: int = 40  # passes over the train interactions
+    lr: float = 0.01  # Adam learning rate
+    weight_decay: float = 1e-3  # L2 coefficient on the embedding rows of each minibatch (per row, mean over batch)
+    batch_size: int = 2048  # interactions per minibatch
+    n_negatives: int = 1  # BPR: sampled negatives per positive
+    positive_threshold: float = 0.0  # BPR: train ratings >= this are positives (0: every rated item)
+    init_std: float = 0.1  # std of the Gaussian initialisation
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"MFConfig.method must be one of {METHODS}, got {self.method!r}")
+        for name in ("dim", "epochs", "batch_size", "n_negatives"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"MFConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("lr", "init_std"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"MFConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"MFConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "MFConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """User and item factors; ``user[u] @ item[i]`` scores item ``i`` for dense user id ``u``."""
+
+    user: np.ndarray  # float32 [n_users, dim]
+    item: np.ndarray  # float32 [n_items, dim]
+    config: MFConfig
+    stats: dict = field(default_factory=dict)  # loss per epoch, seconds, interactions, ...
+    cached: bool = False  # True when read from the cache
+
+    @property
+    def dim(self) -> int:
+        return self.user.shape[1]
+
+
+def mf_scores(emb: Embeddings, users: np.ndarray | int) -> np.ndarray:
+    """Dot-product scores ``[len(users), n_items]`` (float32) of dense user ids ``users``."""
+    users = np.atleast_1d(np.asarray(users, dtype=np.int64))
+    return emb.user[users] @ emb.item.T
+
+
+# ---------------------------------------------------------------- training
+
+def _train_interactions(split: EpisodeSplit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    coo = split.train_ratings.tocoo()
+    order = np.lexsort((coo.col, coo.row))  # canonical order: the result does not depend on the csr layout
+    return (coo.row[order].astype(np.int64), coo.col[order].astype(np.int64),
+            coo.data[order].astype(np.float32))
+
+
+def _sample_negatives(rng: np.random.Generator, users: np.ndarray, n_items: int, positive_keys: np.ndarray,
+                      rounds: int = 10) -> np.ndarray:
+    """Uniform items that are not ``users``' train positives (vectorised rejection; a few rounds)."""
+    neg = rng.integers(0, n_items, len(users))
+    for _ in range(rounds):
+        keys = users * n_items + neg
+        pos = np.searchsorted(positive_keys, keys)
+        clash = positive_keys[np.minimum(pos, len(positive_keys) - 1)] == keys
+        if not clash.any():
+            break
+        neg[clash] = rng.integers(0, n_items, int(clash.sum()))
+    return neg
+
+
+def train_mf(split: EpisodeSplit, config: MFConfig = MFConfig(), progress: bool = True) -> Embeddings:
+    """Fit MF on ``split.train_ratings`` (the train period of every user; dropped users included).
+
+    Deterministic for a given ``config.seed`` (own numpy and torch generators;
+    global RNG state is left alone).
+    """
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    users, items, ratings = _train_interactions(split)
+    n_users, n_items = split.n_users, split.n_items
+    if config.method == "bpr":
+        keep = ratings >= config.positive_threshold
+        users, items, ratings = users[keep], items[keep], ratings[keep]
+    if len(users) == 0:
+        raise ValueError("train_mf: the split has no train interactions to learn from")
+    positive_keys = users * n_items + items  # sorted (lexsort by user, item)
+    rng = np.random.default_rng(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    user_w = torch.nn.Parameter(torch.randn(n_users, config.dim, generator=gen) * config.init_std)
+    item_w = torch.nn.Parameter(torch.randn(n_items, config.dim, generator=gen) * config.init_std)
+    opt = torch.optim.Adam([user_w, item_w], lr=config.lr)
+    mu = float(ratings.mean()) if config.method == "pmf" else 0.0
+    u_all, i_all = torch.from_numpy(users), torch.from_numpy(items)
+    r_all = torch.from_numpy(ratings - mu)
+    n, bs, reg = len(users), config.batch_size, config.weight_decay
+    losses = []
+    bar = tqdm(range(config.epochs), desc=f"{config.method.upper()}-MF", disable=not progress, leave=False)
+    for _ in bar:
+        perm = torch.from_numpy(rng.permutation(n))
+        negatives = (torch.from_numpy(_sample_negatives(rng, np.repeat(users, config.n_negatives), n_items,
+                                                        positive_keys).reshape(n, config.n_negatives))
+                     if config.method == "bpr" else None)
+        total = 0.0
+        for lo in range(0, n, bs):
+            idx = perm[lo:lo + bs]
+            u, i = user_w[u_all[idx]], item_w[i_all[idx]]
+            if config.method == "bpr":
+                j = item_w[negatives[idx]]  # [b, n_neg, dim]
+                diff = (u * i).sum(-1, keepdim=True) - torch.einsum("bd,bkd->bk", u, j)
+                data_loss = torch.nn.functional.softplus(-diff).mean()  # -log sigmoid(diff)
+                penalty = (u.pow(2).sum() + i.pow(2).sum() + j.pow(2).sum() / config.n_negatives) / len(idx)
+            else:
+                data_loss = ((u * i).sum(-1) - r_all[idx]).pow(2).mean()
+                penalty = (u.pow(2).sum() + i.pow(2).sum()) / len(idx)
+            loss = data_loss + reg * penalty
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(data_loss) * len(idx)
+        losses.append(total / n)
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    user = user_w.detach().numpy().astype(np.float32, copy=True)
+    item = item_w.detach().numpy().astype(np.float32, copy=True)
+    if not (np.isfinite(user).all() and np.isfinite(item).all()):
+        raise FloatingPointError(f"train_mf diverged (non-finite factors); lower lr (now {config.lr})")
+    stats = {
+        "method": config.method, "loss": "bpr_logloss" if config.method == "bpr" else "mse",
+        "epoch_loss": [float(x) for x in losses], "final_loss": float(losses[-1]), "interactions": int(n),
+        "n_users": int(n_users), "n_items": int(n_items), "global_mean": mu,
+        "seconds": time.perf_counter() - start, "torch": torch.__version__,
+    }
+    log.info("%s-MF: %d interactions, %d epochs, final loss %.4f, %.1f s", config.method.upper(), n,
+             config.epochs, losses[-1], stats["seconds"])
+    return Embeddings(user=user, item=item, config=config, stats=stats)
+
+
+# ---------------------------------------------------------------- cache
+
+def data_digest(data: RatingsData) -> str:
+    """SHA-256 of the interactions (users, items, ratings, timestamps) and the id universe sizes."""
+    h = hashlib.sha256()
+    h.update(f"{data.n_users}:{data.n_items}:{data.n_ratings}".encode())
+    for arr, dtype in ((data.users, "<i8"), (data.items, "<i8"), (data.ratings, "<f4"), (data.timestamps, "<i8")):
+        h.update(np.ascontiguousarray(arr, dtype=dtype).tobytes())
+    return h.hexdigest()
+
+
+def cache_key(data: RatingsData, split: EpisodeSplit, config: MFConfig) -> str:
+    h = hashlib.sha256()
+    h.update(f"fcpo-embeddings-v{CACHE_VERSION}\n{data_digest(data)}\n".encode())
+    h.update(np.packbits(np.asarray(split.train_mask, dtype=bool)).tobytes())
+    h.update(f"\n{split.n_users}:{split.n_items}\n".encode())
+    h.update(json.dumps(config.to_dict(), sort_keys=True).encode())
+    return h.hexdigest()[:24]
+
+
+def _default_cache_dir() -> Path:
+    from fcpo.data.sources import cache_root
+
+    return cache_root() / "embeddings"
+
+
+def _save(path: Path, emb: Embeddings, key: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npz.part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, user=emb.user, item=emb.item, key=np.array(key),
+                     config=np.array(json.dumps(emb.config.to_dict(), sort_keys=True)),
+                     stats=np.array(json.dumps(emb.stats, sort_keys=True)))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load(path: Path, key: str, config: MFConfig, n_users: int, n_items: int) -> Embeddings:
+    with np.load(path, allow_pickle=False) as z:
+        if str(z["key"]) != key:
+            raise ValueError(f"key {str(z['key'])!r} != {key!r}")
+        user, item = z["user"], z["item"]
+        stats = json.loads(str(z["stats"]))
+        stored = json.loads(str(z["config"]))
+    if stored != config.to_dict():
+        raise ValueError("stored config differs")
+    for name, arr, rows in (("user", user, n_users), ("item", item, n_items)):
+        if arr.dtype != np.float32 or arr.shape != (rows, config.dim) or not np.isfinite(arr).all():
+            raise ValueError(f"{name} array has dtype {arr.dtype}, shape {arr.shape}, expected float32 "
+                             f"{(rows, config.dim)} and finite")
+    return Embeddings(user=user, item=item, config=config, stats=stats, cached=True)
+
+
+def load_embeddings(data: RatingsData, split: EpisodeSplit, config: MFConfig = MFConfig(),
+                    cache_dir: str | os.PathLike | None = None, progress: bool = True) -> Embeddings:
+    """Embeddings for ``split`` of ``data``: from the cache, else trained with :func:`train_mf` and cached.
+
+    ``cache_dir`` defaults to ``fcpo.data.sources.cache_root() / "embeddings"``.
+    A cache file that cannot be read or does not match is removed and retrained.
+    """
+    if len(split.train_mask) != data.n_ratings or (split.n_users, split.n_items) != (data.n_users, data.n_items):
+        raise ValueError(f"the split does not belong to data set {data.name!r} "
+                         f"({len(split.train_mask)} vs {data.n_ratings} ratings)")
+    key = cache_key(data, split, config)
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else _default_cache_dir()
+    path = folder / f"{key}.npz"
+    if path.exists():
+        try:
+            emb = _load(path, key, config, data.n_users, data.n_items)
+            log.info("embeddings for %s read from %s", data.name, path)
+            return emb
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+            log.warning("embeddings cache %s is unreadable (%s); removing it and retraining", path, exc)
+            path.unlink(missing_ok=True)
+    emb = train_mf(split, config, progress=progress)
+    _save(path, emb, key)
+    return emb
+
+
+# ---------------------------------------------------------------- quality check
+
+def popularity_scores(split: EpisodeSplit) -> np.ndarray:
+    """Train-period interaction counts per item (the popularity ranker), float32 [n_items]."""
+    return split.train_item_counts().astype(np.float32)
+
+
+def topk_quality(score_fn, split: EpisodeSplit, k: int = 10, batch: int = 1024) -> dict:
+    """Recall@k, Precision@k and NDCG@k of a ranker on the test targets of the kept users.
+
+    ``score_fn(users) -> [len(users), n_items]`` scores dense user ids; each
+    user's train items (``split.train_items()``) are excluded.  Recall divides
+    by the number of test targets, NDCG's ideal DCG uses ``min(k, targets)``.
+    """
+    train, test = split.train_items(), split.test_targets
+    n_rows = split.n_episode_users
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = np.cumsum(discounts)
+    recall = precision = ndcg = 0.0
+    for lo in range(0, n_rows, batch):
+        rows = np.arange(lo, min(lo + batch, n_rows))
+        scores = np.array(score_fn(split.user_ids[rows]), dtype=np.float32, copy=True)
+        scores[train.to_mask(split.n_items, rows)] = -np.inf
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable"), 1)
+        targets = test.to_mask(split.n_items, rows)
+        hits = np.take_along_axis(targets, top, 1)
+        n_targets = test.lengths[rows]
+        recall += float((hits.sum(1) / n_targets).sum())
+        precision += float(hits.sum() / k)
+        ndcg += float(((hits * discounts).sum(1) / ideal[np.minimum(n_targets, k) - 1]).sum())
+    return {"recall": recall / n_rows, "precision": precision / n_rows, "ndcg": ndcg / n_rows, "k": k,
+            "users": int(n_rows)}
+
+
+def compare_rankers(split: EpisodeSplit, emb: Embeddings, k: int = 10, random_draws: int = 5, seed: int = 0) -> dict:
+    """``topk_quality`` of MF, random (mean over ``random_draws``) and popularity rankers."""
+    pop = popularity_scores(split)
+    rng = np.random.default_rng(seed)
+    draws = [topk_quality(lambda u: rng.random((len(u), split.n_items), dtype=np.float32), split, k)
+             for _ in range(random_draws)]
+    random = {m: float(np.mean([d[m] for d in draws])) for m in ("recall", "precision", "ndcg")}
+    random.update(k=k, users=draws[0]["users"])
+    return {
+        "mf": topk_quality(lambda u: mf_scores(emb, u), split, k),
+        "random": random,
+        # ties among equally popular items broken by a tiny deterministic jitter
+        "popularity": topk_quality(lambda u: np.broadcast_to(pop - 1e-6 * np.arange(len(pop)) / max(len(pop), 1),
+                                                             (len(u), len(pop))), split, k),
+    }
+
+
+__all__ = ["MFConfig", "Embeddings", "train_mf", "load_embeddings", "mf_scores", "data_digest", "cache_key",
+           "popularity_scores", "topk_quality", "compare_rankers", "METHODS"]
+_ = math  # (kept for readers extending the module with schedules)

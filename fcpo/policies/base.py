@@ -1,0 +1,116 @@
+"""The policy contract every recommender in fcpo fulfils (see DESIGN.md, "Contracts").
+
+A policy maps a batch of user states to K distinct items:
+
+* ``act(state, k, mode="greedy"|"sample", exclude=None) -> LongTensor [B, k]``;
+* ``log_prob(state, items, candidates=None) -> Tensor [B]`` — each policy says in
+  its docstring *which* log-probability it returns (exact item softmax /
+  Plackett-Luce, the Gaussian density of a continuous action, a tree path);
+* ``snapshot()`` — a frozen deep copy (reference model, previous self-play player).
+
+A :class:`SlateState` carries every view of the state an env or the evaluator
+has, so RL actors (``obs``), sequential models (``history``) and MF rankers
+(``user``) share one call signature.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class SlateState:
+    """A batch of B user states.
+
+    obs: float32 [B, obs_dim] env observation (history embeddings | user embedding | t/T);
+    history: int64 [B, N] item ids of the positive-history window (oldest first);
+    user: int64 [B] dense user ids.
+    """
+
+    obs: torch.Tensor
+    history: torch.Tensor
+    user: torch.Tensor
+
+    @classmethod
+    def from_numpy(cls, obs: np.ndarray, history: np.ndarray, user: np.ndarray, device="cpu") -> "SlateState":
+        return cls(torch.as_tensor(obs, dtype=torch.float32, device=device),
+                   torch.as_tensor(history, dtype=torch.long, device=device),
+                   torch.as_tensor(user, dtype=torch.long, device=device))
+
+    def to(self, device) -> "SlateState":
+        return SlateState(self.obs.to(device), self.history.to(device), self.user.to(device))
+
+    def __len__(self) -> int:
+        return int(self.obs.shape[0])
+
+    def index(self, idx) -> "SlateState":
+        return SlateState(self.obs[idx], self.history[idx], self.user[idx])
+
+
+def masked_topk(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """Top-k distinct items per row; excluded items get -inf (never multiplied away)."""
+    if exclude is not None:
+        scores = scores.masked_fill(exclude, float("-inf"))
+    return torch.topk(scores, k, dim=1).indices
+
+
+def gumbel_topk(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """k distinct items sampled without replacement from softmax(scores) (Plackett-Luce, Gumbel top-k)."""
+    u = torch.rand(scores.shape, device=scores.device, generator=generator).clamp_(1e-20, 1.0)
+    return masked_topk(scores - torch.log(-torch.log(u)), k, exclude)
+
+
+def plackett_luce_log_prob(scores: torch.Tensor, items: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """Exact log P(items in this order) under Plackett-Luce over softmax(scores) with earlier picks
+    (and ``exclude``) masked: sum_j [s_{i_j} - logsumexp_{i not yet taken} s_i]."""
+    if exclude is not None:
+        scores = scores.masked_fill(exclude, float("-inf"))
+    b, k = items.shape
+    total = torch.zeros(b, dtype=scores.dtype, device=scores.device)
+    taken = torch.zeros_like(scores, dtype=torch.bool)
+    rows = torch.arange(b, device=scores.device)
+    for j in range(k):  # K slate positions, vectorised over users and items
+        masked = scores.masked_fill(taken, float("-inf"))
+        total = total + masked[rows, items[:, j]] - torch.logsumexp(masked, dim=1)
+        taken = taken.clone()
+        taken[rows, items[:, j]] = True
+    return total
+
+
+class Policy(torch.nn.Module):
+    """Base class: subclasses implement ``scores`` or override ``act``/``log_prob``."""
+
+    #: which log-probability ``log_prob`` returns, shown in reports
+    log_prob_kind: str = "exact item softmax (Plackett-Luce)"
+
+    def scores(self, state: SlateState) -> torch.Tensor:  # [B, n_items]
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def act(self, state: SlateState, k: int, mode: str = "greedy", exclude: torch.Tensor | None = None,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+        if mode not in ("greedy", "sample"):
+            raise ValueError(f"mode must be 'greedy' or 'sample', got {mode!r}")
+        s = self.scores(state)
+        return masked_topk(s, k, exclude) if mode == "greedy" else gumbel_topk(s, k, exclude, generator)
+
+    def log_prob(self, state: SlateState, items: torch.Tensor, candidates: torch.Tensor | None = None,
+                 exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """Plackett-Luce log-probability of ``items`` [B, k]; with ``candidates`` [B, C] the softmax
+        runs over the candidate list only (items must then be among the candidates)."""
+        s = self.scores(state)
+        if candidates is not None:
+            s_c = torch.gather(s, 1, candidates)
+            pos = (candidates[:, :, None] == items[:, None, :]).float().argmax(dim=1)
+            return plackett_luce_log_prob(s_c, pos)
+        return plackett_luce_log_prob(s, items, exclude)
+
+    def snapshot(self) -> "Policy":
+        frozen = copy.deepcopy(self)
+        for p in frozen.parameters():
+            p.requires_grad_(False)
+        return frozen.eval()

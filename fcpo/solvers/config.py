@@ -1,0 +1,106 @@
+"""Configuration of the CPO / TRPO policy-update solvers.
+
+Every limit used by :mod:`fcpo.solvers` lives here and is actually read by the
+solver that needs it (see ``cpo_step``, ``trpo_step``, ``conjugate_gradient``,
+``fisher_vector_product`` and ``backtracking_line_search``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+__all__ = ["CPOConfig"]
+
+
+@dataclass(frozen=True)
+class CPOConfig:
+    """Hyper-parameters of one CPO (Achiam et al. 2017, eq. 10-14) policy update.
+
+    Attributes
+    ----------
+    max_kl:
+        Trust-region radius delta of eq. (10): the step satisfies
+        ``0.5 * x^T H x <= max_kl`` with ``H`` the Hessian of the mean KL, and
+        the line search accepts only candidates whose true mean KL is
+        ``<= max_kl``.
+    cg_iters:
+        Maximum conjugate-gradient iterations (Hessian-vector products) per solve.
+    cg_residual_tol:
+        CG stops a right-hand side once the Euclidean norm of its residual
+        ``||b - A x||_2`` is ``<= cg_residual_tol`` (an absolute norm, not the
+        squared norm used by some reference TRPO code).
+    damping:
+        Tikhonov damping added to the KL Hessian, ``(H + damping * I) v``.  0.1 is
+        the value used by the CPO authors' reference implementation
+        (safety-starter-agents); it bounds the CG condition number by
+        ``(lambda_max(H) + damping) / damping`` and makes the quadratic model
+        slightly conservative (the line search checks the true KL anyway).
+    backtrack_ratio:
+        Step fraction multiplier between line-search trials (fractions
+        ``1, r, r^2, ...``), in (0, 1).
+    max_backtracks:
+        Number of line-search trials; if none is accepted the update is a zero
+        step.
+    cost_grad_tol:
+        The cost gradient counts as zero when ``b^T b <= cost_grad_tol``; a
+        feasible policy then takes a plain TRPO step.
+    centre_cost_advantages, rescale_cost_advantages:
+        Cost advantages are centred but *not* divided by their standard
+        deviation by default: rescaling would change the units of the
+        cost-surrogate gradient ``b`` while ``c = J_C(pi_k) - d`` stays in
+        per-episode cost, breaking ``b^T x + c <= 0``.
+    centre_reward_advantages, rescale_reward_advantages:
+        Reward advantages may be standardised freely (only the direction of
+        ``g`` matters, eq. 13 rescales it).
+    fvp_method:
+        ``"autograd"`` (double back-propagation) or ``"func"`` (``torch.func``
+        forward-over-reverse); see :func:`fcpo.solvers.fisher_vector_product`.
+    """
+
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    cg_residual_tol: float = 1e-10
+    damping: float = 0.1
+    backtrack_ratio: float = 0.8
+    max_backtracks: int = 10
+    cost_grad_tol: float = 1e-8
+    centre_cost_advantages: bool = True
+    rescale_cost_advantages: bool = False
+    centre_reward_advantages: bool = True
+    rescale_reward_advantages: bool = True
+    fvp_method: str = "autograd"
+
+    def __post_init__(self) -> None:
+        def _pos(name: str, allow_zero: bool = False) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+            if v < 0 or (v == 0 and not allow_zero):
+                raise ValueError(f"{name} must be {'>=' if allow_zero else '>'} 0, got {v!r}")
+
+        _pos("max_kl")
+        _pos("cg_residual_tol", allow_zero=True)
+        _pos("damping", allow_zero=True)
+        _pos("cost_grad_tol", allow_zero=True)
+        for name in ("cg_iters", "max_backtracks"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        r = self.backtrack_ratio
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not (0.0 < r < 1.0):
+            raise ValueError(f"backtrack_ratio must lie in (0, 1), got {r!r}")
+        if self.fvp_method not in ("autograd", "func"):
+            raise ValueError(f"fvp_method must be 'autograd' or 'func', got {self.fvp_method!r}")
+
+    @property
+    def delta(self) -> float:
+        """Alias of :attr:`max_kl` (the paper's delta)."""
+        return self.max_kl
+
+    def replace(self, **changes: Any) -> "CPOConfig":
+        """Return a copy with ``changes`` applied (validated)."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
