@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import tempfile
 import time
@@ -328,12 +327,9 @@ def compare_rankers(split: EpisodeSplit, emb: Embeddings, k: int = 10, random_dr
     return {
         "mf": topk_quality(lambda u: mf_scores(emb, u), split, k),
         "random": random,
-        # ties among equally popular items broken by a tiny deterministic jitter
-        "popularity": topk_quality(lambda u: np.broadcast_to(pop - 1e-6 * np.arange(len(pop)) / max(len(pop), 1),
-                                                             (len(u), len(pop))), split, k),
+        "popularity": topk_quality(lambda u: np.broadcast_to(pop, (len(u), len(pop))), split, k),
     }
 
 
 __all__ = ["MFConfig", "Embeddings", "train_mf", "load_embeddings", "mf_scores", "data_digest", "cache_key",
            "popularity_scores", "topk_quality", "compare_rankers", "METHODS"]
-_ = math  # (kept for readers extending the module with schedules)

@@ -1,0 +1,198 @@
+"""KL-Hessian (Fisher) vector products and flat parameter helpers.
+
+At ``theta = theta_k`` the mean KL ``D_KL(pi_k || pi_theta)`` has zero value and
+zero gradient, and its Hessian ``H`` is the Fisher information matrix used in
+the quadratic trust region of CPO (Achiam et al. 2017, eq. 10; Schulman et al.
+2015, TRPO appendix C).  :func:`fisher_vector_product` returns
+``v -> (H + damping * I) v`` without forming ``H``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Union
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["flat_params", "set_flat_params", "flat_grad", "fisher_vector_product"]
+
+Params = Union[nn.Module, Iterable[Tensor]]
+
+
+def _as_list(params: Params) -> list[Tensor]:
+    if isinstance(params, nn.Module):
+        out = [p for p in params.parameters() if p.requires_grad]
+    elif isinstance(params, Tensor):
+        out = [params]
+    else:
+        out = list(params)
+    if not out:
+        raise ValueError("params is empty")
+    for p in out:
+        if not isinstance(p, Tensor):
+            raise TypeError(f"params must be tensors, got {type(p).__name__}")
+    return out
+
+
+def flat_params(params: Params) -> Tensor:
+    """Concatenate ``params`` into one detached 1-D tensor (a copy)."""
+    return torch.cat([p.detach().reshape(-1) for p in _as_list(params)]).clone()
+
+
+def set_flat_params(params: Params, flat: Tensor) -> None:
+    """Copy the 1-D ``flat`` into ``params`` in place (inverse of :func:`flat_params`)."""
+    ps = _as_list(params)
+    n = sum(p.numel() for p in ps)
+    if not isinstance(flat, Tensor) or flat.dim() != 1 or flat.numel() != n:
+        shape = tuple(flat.shape) if isinstance(flat, Tensor) else type(flat).__name__
+        raise ValueError(f"flat must be a 1-D tensor of {n} elements, got {shape}")
+    if not bool(torch.isfinite(flat).all()):
+        raise ValueError("flat contains non-finite values")
+    i = 0
+    with torch.no_grad():
+        for p in ps:
+            m = p.numel()
+            p.copy_(flat[i : i + m].view_as(p))
+            i += m
+
+
+def flat_grad(
+    output: Tensor,
+    params: Params,
+    *,
+    retain_graph: bool | None = None,
+    create_graph: bool = False,
+) -> Tensor:
+    """Gradient of the scalar ``output`` w.r.t. ``params`` as one 1-D tensor.
+
+    Parameters that ``output`` does not depend on get zero gradient.
+    """
+    ps = _as_list(params)
+    if output.numel() != 1:
+        raise ValueError(f"output must be a scalar, got shape {tuple(output.shape)}")
+    grads = torch.autograd.grad(
+        output.reshape(()), ps, retain_graph=retain_graph, create_graph=create_graph, allow_unused=True
+    )
+    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(ps, grads)])
+
+
+def fisher_vector_product(
+    kl_fn: Callable[..., Tensor],
+    params: Params,
+    *,
+    damping: float = 0.1,
+    method: str = "autograd",
+    batched: bool = True,
+) -> Callable[[Tensor], Tensor]:
+    """Return ``hvp(v) = (H + damping * I) v`` with ``H`` the Hessian of the mean KL.
+
+    Parameters
+    ----------
+    kl_fn:
+        Mean KL of the current policy from the (detached) old one.
+        ``method="autograd"``: called once as ``kl_fn()``, using ``params``.
+        ``method="func"``: called as ``kl_fn(ps)`` with ``ps`` a tuple of tensors
+        shaped like ``params`` (e.g. via ``torch.func.functional_call``).
+    params:
+        The policy parameters (a module or an iterable of tensors).
+    damping:
+        Tikhonov damping (see :class:`~fcpo.solvers.CPOConfig`).
+    method:
+        ``"autograd"``: double back-propagation; the graph of ``grad KL`` is
+        built once here and each product is one extra backward pass.
+        ``"func"``: forward-over-reverse ``torch.func.jvp(torch.func.grad(kl))``.
+    batched:
+        Evaluate a stack ``V`` of shape ``(k, n)`` with one vectorised pass
+        (``is_grads_batched`` / ``torch.func.vmap``) instead of a loop.
+
+    The returned ``hvp`` accepts ``v`` of shape ``(n,)`` or ``(k, n)`` and is
+    suitable for :func:`~fcpo.solvers.conjugate_gradient`.  Non-finite values in
+    the result raise ``ValueError``.
+    """
+    if not isinstance(damping, (int, float)) or isinstance(damping, bool) or not (0.0 <= damping < float("inf")):
+        raise ValueError(f"damping must be a finite number >= 0, got {damping!r}")
+    ps = _as_list(params)
+    shapes = [p.shape for p in ps]
+    sizes = [p.numel() for p in ps]
+    n = sum(sizes)
+    damping = float(damping)
+
+    def _check(v: Tensor) -> None:
+        if not isinstance(v, Tensor) or v.dim() not in (1, 2) or v.shape[-1] != n:
+            shape = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
+            raise ValueError(f"v must have shape ({n},) or (k, {n}), got {shape}")
+
+    def _finish(hv: Tensor, v: Tensor) -> Tensor:
+        out = hv + damping * v if damping else hv
+        if not bool(torch.isfinite(out).all()):
+            raise ValueError("Fisher-vector product is non-finite (check the KL function)")
+        return out
+
+    if method == "autograd":
+        kl = kl_fn()
+        if not isinstance(kl, Tensor) or kl.numel() != 1:
+            raise ValueError("kl_fn() must return a scalar tensor")
+        grad_kl = flat_grad(kl, ps, create_graph=True, retain_graph=True)
+        if not grad_kl.requires_grad:  # KL does not depend on params at all
+            def hvp_zero(v: Tensor) -> Tensor:
+                _check(v)
+                return _finish(torch.zeros_like(v), v)
+
+            return hvp_zero
+
+        def _one(v: Tensor) -> Tensor:
+            gs = torch.autograd.grad(grad_kl, ps, grad_outputs=v, retain_graph=True, allow_unused=True)
+            return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(ps, gs)])
+
+        def hvp(v: Tensor) -> Tensor:
+            _check(v)
+            v = v.detach().to(grad_kl.dtype)
+            if v.dim() == 1:
+                return _finish(_one(v), v)
+            if batched and v.shape[0] > 1:
+                gs = torch.autograd.grad(
+                    grad_kl, ps, grad_outputs=v, retain_graph=True, allow_unused=True, is_grads_batched=True
+                )
+                k = v.shape[0]
+                hv = torch.cat(
+                    [
+                        (torch.zeros(k, p.numel(), dtype=v.dtype, device=v.device) if g is None else g.reshape(k, -1))
+                        for p, g in zip(ps, gs)
+                    ],
+                    dim=1,
+                )
+            else:
+                hv = torch.stack([_one(row) for row in v])
+            return _finish(hv, v)
+
+        return hvp
+
+    if method == "func":
+        from torch.func import grad as fgrad, jvp, vmap
+
+        primals = tuple(p.detach() for p in ps)
+
+        def _f(*qs: Tensor) -> Tensor:
+            return kl_fn(tuple(qs)).reshape(())
+
+        gfun = fgrad(_f, argnums=tuple(range(len(ps))))
+
+        def _unflat(v: Tensor) -> tuple[Tensor, ...]:
+            return tuple(t.view(s) for t, s in zip(torch.split(v, sizes), shapes))
+
+        def _one(v: Tensor) -> Tensor:
+            _, tang = jvp(gfun, primals, _unflat(v))
+            return torch.cat([t.reshape(-1) for t in tang])
+
+        def hvp(v: Tensor) -> Tensor:
+            _check(v)
+            v = v.detach().to(primals[0].dtype)
+            if v.dim() == 1:
+                return _finish(_one(v), v)
+            if batched and v.shape[0] > 1:
+                return _finish(vmap(_one)(v), v)
+            return _finish(torch.stack([_one(row) for row in v]), v)
+
+        return hvp
+
+    raise ValueError(f"method must be 'autograd' or 'func', got {method!r}")
+
