@@ -179,7 +179,7 @@ def train_mf(split: EpisodeSplit, config: MFConfig = MFConfig(), progress: bool 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(data_loss) * len(idx)
+            total += float(data_loss.detach()) * len(idx)
         losses.append(total / n)
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     user = user_w.detach().numpy().astype(np.float32, copy=True)

@@ -54,10 +54,15 @@ def _numeric_table(path: Path, sep: str, columns: list[str]) -> pd.DataFrame:
     text = _read_text(path)
     if sep != "\t":
         text = text.replace(sep, "\t")
-    try:
+    try:  # fast path: clean numeric files
         frame = pd.read_csv(io.StringIO(text), sep="\t", header=None, names=columns, engine="c", dtype=np.float64)
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise ValueError(f"{path}: cannot parse as {len(columns)} numeric '{sep}'-separated fields: {exc}") from None
+    except (ValueError, pd.errors.ParserError):
+        try:  # slow path, only to locate the offending line
+            frame = pd.read_csv(io.StringIO(text), sep="\t", header=None, names=columns, engine="c", dtype=str,
+                                keep_default_na=False)
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise ValueError(f"{path}: cannot parse as {len(columns)} '{sep}'-separated fields: {exc}") from None
+        frame = frame.apply(pd.to_numeric, errors="coerce")
     bad = frame.isna().any(axis=1).to_numpy()
     if bad.any():
         line = int(np.flatnonzero(bad)[0]) + 1

@@ -1,0 +1,153 @@
+"""Backtracking line search for CPO / TRPO steps (Achiam et al. 2017, sec. 6.3).
+
+The analytic step of eq. (13)/(14) solves a local linear-quadratic model; the
+line search backtracks along it until the *actual* surrogates and mean KL
+satisfy the trust-region problem (10):
+
+* mean KL ``<= delta``;
+* surrogate cost change ``<= max(-c, 0)``  (``c = J_C(pi_k) - d``: a feasible
+  policy may spend its slack, an infeasible one must not increase the cost);
+* surrogate reward change ``> 0`` when ``require_improvement`` (feasible cases;
+  recovery steps ignore reward);
+* all three values finite.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["LineSearchTrial", "LineSearchResult", "backtracking_line_search"]
+
+Evaluation = Sequence["float | Tensor"]
+
+
+@dataclass(frozen=True)
+class LineSearchTrial:
+    """One candidate ``theta_k + fraction * direction``."""
+
+    fraction: float
+    reward_change: float
+    cost_change: float
+    kl: float
+    accepted: bool
+    reason: str  # "accepted" or the first failed test: "non-finite", "kl", "cost", "reward"
+
+
+@dataclass(frozen=True)
+class LineSearchResult:
+    """Outcome of :func:`backtracking_line_search`.
+
+    ``params`` is the accepted candidate, or ``theta_k`` itself (a zero step)
+    when no trial passed; ``fraction`` is then 0.0.  ``n_backtracks`` counts
+    step shrinks before acceptance (0 = full step accepted; ``max_backtracks``
+    when nothing was accepted).
+    """
+
+    params: Tensor
+    accepted: bool
+    fraction: float
+    n_backtracks: int
+    reward_change: float
+    cost_change: float
+    kl: float
+    trials: tuple[LineSearchTrial, ...] = field(repr=False, default=())
+
+
+def _scalar(v: "float | Tensor", name: str) -> float:
+    if isinstance(v, Tensor):
+        if v.numel() != 1:
+            raise ValueError(f"evaluate() must return scalars; {name} has shape {tuple(v.shape)}")
+        return float(v.detach().reshape(()).item())
+    return float(v)
+
+
+def backtracking_line_search(
+    evaluate: Callable[[Tensor], Evaluation],
+    theta: Tensor,
+    direction: Tensor,
+    *,
+    c: float | None,
+    delta: float,
+    require_improvement: bool = True,
+    backtrack_ratio: float = 0.8,
+    max_backtracks: int = 10,
+    baseline: Evaluation | None = None,
+) -> LineSearchResult:
+    """Largest fraction ``backtrack_ratio**j`` (``j < max_backtracks``) of ``direction`` that passes.
+
+    Parameters
+    ----------
+    evaluate:
+        ``evaluate(theta') -> (surrogate_reward, surrogate_cost, mean_kl)`` at
+        the flat parameters ``theta'`` (it may load them into a model).  The
+        cost surrogate must be in the units of ``c`` (per-episode cost).
+    theta, direction:
+        Flat 1-D parameters ``theta_k`` and the full step ``x`` (e.g.
+        ``cpo_step(...).direction``).
+    c:
+        ``J_C(pi_k) - d``; the surrogate cost may rise by at most ``max(-c, 0)``.
+        ``None`` disables the cost test (TRPO; the cost value is ignored).
+    delta:
+        KL radius; candidates need ``mean_kl <= delta``.
+    require_improvement:
+        Demand a strictly positive surrogate reward change (set it for the
+        feasible cases, clear it for recovery / infeasible steps).
+    baseline:
+        ``evaluate(theta)`` if already known (saves one evaluation).
+
+    ``evaluate`` may leave the model at the last candidate: load
+    ``result.params`` afterwards.
+    """
+    if not isinstance(theta, Tensor) or not isinstance(direction, Tensor):
+        raise TypeError("theta and direction must be torch tensors")
+    if theta.dim() != 1 or direction.shape != theta.shape:
+        raise ValueError(f"theta and direction must be 1-D of equal shape, got {tuple(theta.shape)}, {tuple(direction.shape)}")
+    if not bool(torch.isfinite(theta).all()) or not bool(torch.isfinite(direction).all()):
+        raise ValueError("theta or direction contains non-finite values")
+    check_cost = c is not None
+    c = 0.0 if c is None else float(c)
+    delta = float(delta)
+    if not math.isfinite(c):
+        raise ValueError(f"c must be finite, got {c}")
+    if not (delta > 0 and math.isfinite(delta)):
+        raise ValueError(f"delta must be finite and > 0, got {delta}")
+    if not (0.0 < backtrack_ratio < 1.0):
+        raise ValueError(f"backtrack_ratio must lie in (0, 1), got {backtrack_ratio}")
+    if isinstance(max_backtracks, bool) or not isinstance(max_backtracks, int) or max_backtracks < 1:
+        raise ValueError(f"max_backtracks must be an int >= 1, got {max_backtracks!r}")
+
+    base = evaluate(theta) if baseline is None else baseline
+    r0, c0, _ = (_scalar(v, n) for v, n in zip(base, ("reward", "cost", "kl")))
+    if not check_cost:
+        c0 = 0.0 if not math.isfinite(c0) else c0
+    if not (math.isfinite(r0) and math.isfinite(c0)):
+        raise ValueError(f"surrogates at theta_k are non-finite (reward={r0}, cost={c0})")
+    cost_slack = max(-c, 0.0)
+
+    trials: list[LineSearchTrial] = []
+    if bool((direction == 0).all()):
+        return LineSearchResult(theta.clone(), False, 0.0, 0, 0.0, 0.0, 0.0, ())
+    for j in range(max_backtracks):
+        frac = backtrack_ratio ** j
+        cand = theta + frac * direction
+        rn, cn, kl = (_scalar(v, n) for v, n in zip(evaluate(cand), ("reward", "cost", "kl")))
+        dr, dc = rn - r0, (cn - c0 if check_cost else 0.0)
+        if not (math.isfinite(dr) and math.isfinite(dc) and math.isfinite(kl)):
+            reason = "non-finite"
+        elif kl > delta:
+            reason = "kl"
+        elif dc > cost_slack:
+            reason = "cost"
+        elif require_improvement and not dr > 0:
+            reason = "reward"
+        else:
+            reason = "accepted"
+        ok = reason == "accepted"
+        trials.append(LineSearchTrial(frac, dr, dc, kl, ok, reason))
+        if ok:
+            return LineSearchResult(cand, True, frac, j, dr, dc, kl, tuple(trials))
+    return LineSearchResult(theta.clone(), False, 0.0, max_backtracks, 0.0, 0.0, 0.0, tuple(trials))
