@@ -34,7 +34,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from fcpo.data.dataset import RatingsData
 from fcpo.data.split import EpisodeSplit
@@ -43,6 +42,7 @@ log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1  # bump when training changes in a way the config does not capture
 METHODS = ("bpr", "pmf")
+DEFAULT_WEIGHT_DECAY = {"bpr": 3e-3, "pmf": 5e-2}  # tuned on ml-100k (fcpo_split defaults), top-10 ranking
 
 
 @dataclass(frozen=True)
@@ -55,10 +55,11 @@ class MFConfig:
 
     method: str = "bpr"  # "bpr" (ranking, implicit positives) or "pmf" (rating regression)
     dim: int = 32  # embedding size
-    epochs: int = 40  # passes over the train interactions
-    lr: float = 0.01  # Adam learning rate
-    weight_decay: float = 1e-3  # L2 coefficient on the embedding rows of each minibatch (per row, mean over batch)
-    batch_size: int = 2048  # interactions per minibatch
+    epochs: int = 60  # passes over the train interactions
+    lr: float = 0.02  # Adam learning rate
+    weight_decay: float | None = None  # L2 coefficient per embedding row used in a minibatch (mean over the
+    #   batch); None -> the method's default, DEFAULT_WEIGHT_DECAY (bpr 3e-3, pmf 5e-2)
+    batch_size: int = 8192  # interactions per minibatch
     n_negatives: int = 1  # BPR: sampled negatives per positive
     positive_threshold: float = 0.0  # BPR: train ratings >= this are positives (0: every rated item)
     init_std: float = 0.1  # std of the Gaussian initialisation
@@ -67,6 +68,8 @@ class MFConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"MFConfig.method must be one of {METHODS}, got {self.method!r}")
+        if self.weight_decay is None:
+            object.__setattr__(self, "weight_decay", DEFAULT_WEIGHT_DECAY[self.method])
         for name in ("dim", "epochs", "batch_size", "n_negatives"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
@@ -116,26 +119,56 @@ def _train_interactions(split: EpisodeSplit) -> tuple[np.ndarray, np.ndarray, np
             coo.data[order].astype(np.float32))
 
 
-def _sample_negatives(rng: np.random.Generator, users: np.ndarray, n_items: int, positive_keys: np.ndarray,
+def _sample_negatives(rng: np.random.Generator, users: np.ndarray, n_items: int, is_positive,
                       rounds: int = 10) -> np.ndarray:
-    """Uniform items that are not ``users``' train positives (vectorised rejection; a few rounds)."""
+    """Uniform items that are not ``users``' train positives (vectorised rejection; a few rounds).
+
+    ``is_positive(keys)`` tells whether ``user * n_items + item`` is a train positive.
+    """
     neg = rng.integers(0, n_items, len(users))
+    todo = np.arange(len(users))
     for _ in range(rounds):
-        keys = users * n_items + neg
-        pos = np.searchsorted(positive_keys, keys)
-        clash = positive_keys[np.minimum(pos, len(positive_keys) - 1)] == keys
-        if not clash.any():
+        clash = is_positive(users[todo] * n_items + neg[todo])
+        todo = todo[clash]
+        if len(todo) == 0:
             break
-        neg[clash] = rng.integers(0, n_items, int(clash.sum()))
+        neg[todo] = rng.integers(0, n_items, len(todo))
     return neg
+
+
+def _positive_lookup(keys: np.ndarray, size: int):
+    """Membership test for the sorted int64 ``keys`` in ``[0, size)``: a bitmap when small, else a binary search."""
+    if size <= 1 << 27:
+        table = np.zeros(size, dtype=bool)
+        table[keys] = True
+        return lambda q: table[q]
+
+    def search(q):
+        pos = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+        return keys[pos] == q
+    return search
 
 
 def train_mf(split: EpisodeSplit, config: MFConfig = MFConfig(), progress: bool = True) -> Embeddings:
     """Fit MF on ``split.train_ratings`` (the train period of every user; dropped users included).
 
     Deterministic for a given ``config.seed`` (own numpy and torch generators;
-    global RNG state is left alone).
+    global RNG state is left alone).  Runs torch single-threaded (restored
+    afterwards): the minibatch ops are small, and intra-op threads only add
+    overhead, and collapse when the cores are shared.
     """
+    import torch  # lazy: importing fcpo.data stays light
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train_mf(split, config, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_mf(split: EpisodeSplit, config: MFConfig, progress: bool) -> Embeddings:
+    import torch
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
@@ -146,41 +179,46 @@ def train_mf(split: EpisodeSplit, config: MFConfig = MFConfig(), progress: bool 
         users, items, ratings = users[keep], items[keep], ratings[keep]
     if len(users) == 0:
         raise ValueError("train_mf: the split has no train interactions to learn from")
-    positive_keys = users * n_items + items  # sorted (lexsort by user, item)
+    is_positive = _positive_lookup(users * n_items + items, n_users * n_items)  # keys sorted: lexsort (user, item)
     rng = np.random.default_rng(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     user_w = torch.nn.Parameter(torch.randn(n_users, config.dim, generator=gen) * config.init_std)
     item_w = torch.nn.Parameter(torch.randn(n_items, config.dim, generator=gen) * config.init_std)
     opt = torch.optim.Adam([user_w, item_w], lr=config.lr)
     mu = float(ratings.mean()) if config.method == "pmf" else 0.0
-    u_all, i_all = torch.from_numpy(users), torch.from_numpy(items)
-    r_all = torch.from_numpy(ratings - mu)
     n, bs, reg = len(users), config.batch_size, config.weight_decay
     losses = []
-    bar = tqdm(range(config.epochs), desc=f"{config.method.upper()}-MF", disable=not progress, leave=False)
+    bar = tqdm(range(config.epochs), desc={"bpr": "BPR-MF", "pmf": "PMF"}[config.method], disable=not progress,
+               leave=False)
+    emb = torch.nn.functional.embedding
+    k = config.n_negatives
     for _ in bar:
-        perm = torch.from_numpy(rng.permutation(n))
-        negatives = (torch.from_numpy(_sample_negatives(rng, np.repeat(users, config.n_negatives), n_items,
-                                                        positive_keys).reshape(n, config.n_negatives))
-                     if config.method == "bpr" else None)
-        total = 0.0
+        perm = rng.permutation(n)
+        # one gather per epoch; minibatches are then contiguous slices
+        u_ep, i_ep = torch.from_numpy(users[perm]), torch.from_numpy(items[perm])
+        if config.method == "bpr":
+            j_ep = torch.from_numpy(_sample_negatives(rng, np.repeat(users[perm], k), n_items, is_positive)
+                                    .reshape(n, k))
+        else:
+            r_ep = torch.from_numpy(ratings[perm] - np.float32(mu))
+        total = torch.zeros(())
         for lo in range(0, n, bs):
-            idx = perm[lo:lo + bs]
-            u, i = user_w[u_all[idx]], item_w[i_all[idx]]
+            sl = slice(lo, lo + bs)
+            u, i = emb(u_ep[sl], user_w), emb(i_ep[sl], item_w)
             if config.method == "bpr":
-                j = item_w[negatives[idx]]  # [b, n_neg, dim]
-                diff = (u * i).sum(-1, keepdim=True) - torch.einsum("bd,bkd->bk", u, j)
+                j = emb(j_ep[sl], item_w)  # [b, k, dim]
+                diff = (u * i).sum(-1, keepdim=True) - (u.unsqueeze(1) * j).sum(-1)  # [b, k]
                 data_loss = torch.nn.functional.softplus(-diff).mean()  # -log sigmoid(diff)
-                penalty = (u.pow(2).sum() + i.pow(2).sum() + j.pow(2).sum() / config.n_negatives) / len(idx)
+                penalty = (u.pow(2).sum() + i.pow(2).sum() + j.pow(2).sum() / k) / len(u)
             else:
-                data_loss = ((u * i).sum(-1) - r_all[idx]).pow(2).mean()
-                penalty = (u.pow(2).sum() + i.pow(2).sum()) / len(idx)
+                data_loss = ((u * i).sum(-1) - r_ep[sl]).pow(2).mean()
+                penalty = (u.pow(2).sum() + i.pow(2).sum()) / len(u)
             loss = data_loss + reg * penalty
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(data_loss.detach()) * len(idx)
-        losses.append(total / n)
+            total += data_loss.detach() * len(u)
+        losses.append(float(total) / n)
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     user = user_w.detach().numpy().astype(np.float32, copy=True)
     item = item_w.detach().numpy().astype(np.float32, copy=True)

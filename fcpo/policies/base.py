@@ -64,21 +64,24 @@ def gumbel_topk(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = Non
     return masked_topk(scores - torch.log(-torch.log(u)), k, exclude)
 
 
-def plackett_luce_log_prob(scores: torch.Tensor, items: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+def plackett_luce_log_prob(scores: torch.Tensor, items: torch.Tensor, exclude: torch.Tensor | None = None,
+                           per_slot: bool = False) -> torch.Tensor:
     """Exact log P(items in this order) under Plackett-Luce over softmax(scores) with earlier picks
-    (and ``exclude``) masked: sum_j [s_{i_j} - logsumexp_{i not yet taken} s_i]."""
+    (and ``exclude``) masked: sum_j [s_{i_j} - logsumexp_{i not yet taken} s_i]
+    (``per_slot=True``: the K terms, shape [B, K])."""
     if exclude is not None:
         scores = scores.masked_fill(exclude, float("-inf"))
     b, k = items.shape
-    total = torch.zeros(b, dtype=scores.dtype, device=scores.device)
+    terms = []
     taken = torch.zeros_like(scores, dtype=torch.bool)
     rows = torch.arange(b, device=scores.device)
     for j in range(k):  # K slate positions, vectorised over users and items
         masked = scores.masked_fill(taken, float("-inf"))
-        total = total + masked[rows, items[:, j]] - torch.logsumexp(masked, dim=1)
+        terms.append(masked[rows, items[:, j]] - torch.logsumexp(masked, dim=1))
         taken = taken.clone()
         taken[rows, items[:, j]] = True
-    return total
+    terms = torch.stack(terms, dim=1)
+    return terms if per_slot else terms.sum(dim=1)
 
 
 class Policy(torch.nn.Module):

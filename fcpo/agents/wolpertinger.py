@@ -1,0 +1,458 @@
+"""Wolpertinger: DDPG + k-NN over item embeddings (Dulac-Arnold et al., "Deep Reinforcement Learning in
+Large Discrete Action Spaces", 2015; seed §7.1.1, table 7-1).
+
+Reads top to bottom:
+
+1. actor f(s) = a_hat, a proto-action in item-embedding space (eq. 7-2), squashed by tanh into the
+   per-dimension range of the item embeddings (``env.core.data.item_embeddings``);
+2. g_k(a_hat): the k items nearest to a_hat (eq. 7-3: argmin of L2 distance by default), exact top-k
+   or an approximate faiss index, with k = ceil(knn_ratio * |I|) (paper/seed: ~10 % of the catalogue);
+3. the critic re-ranks the candidates, Q(s, a) = Q_r(s, a) - lambda Q_c(s, a) (eq. 7-4), and the K
+   best distinct admissible candidates form the slate;
+4. the critic is additive over the slate, Q(s, A) = sum_{a in A} Q(s, a) (each slate item's share of
+   the slate value, which makes "K best candidates" the greedy slate for Q); TD target
+   y = r + gamma (1 - done) Q'(s', pi'(s')) with the full Wolpertinger policy of the *target*
+   networks (table 7-1 line 10), reward and cost heads trained alike;
+5. the actor ascends grad_a Q(s, a)|_{a = f(s)} grad_theta f(s) with the proto-action (line 12);
+6. soft target updates theta' <- tau theta + (1 - tau) theta' (line 13); Gaussian or
+   Ornstein-Uhlenbeck exploration noise on the proto-action; a uniform replay buffer;
+7. the popular-exposure constraint J_C <= d = alpha_prime * K per step via a Lagrange multiplier.
+
+``done`` includes truncation at the horizon: t / T is part of the observation, so the horizon
+is part of the MDP and nothing is bootstrapped past it.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from torch import nn
+
+from fcpo.agents.base import register_agent
+from fcpo.agents.lagrangian import LagrangeMultiplier
+from fcpo.envs import FairEnvConfig, MovieLensFairVectorEnv
+from fcpo.policies.base import Policy, SlateState
+from fcpo.policies.knn import BACKENDS, METRICS, KNNIndex
+
+NOISES = ("gaussian", "ou")
+
+
+@dataclass
+class WolpertingerConfig:
+    """Wolpertinger hyper-parameters (defaults: DDPG, Lillicrap et al. 2016, and Dulac-Arnold et al. 2015
+    where they apply; buffer and hidden sizes scaled to MovieLens-sized runs).
+
+    knn_ratio: k = ceil(knn_ratio * |I|) neighbours re-ranked by the critic (paper: 10 %);
+    knn_k: a fixed k instead of the ratio (None = use the ratio); never below the slate size;
+    knn_backend: "exact" (torch top-k) or "faiss" (IVF-Flat, optional dependency);
+    knn_metric: "l2" (eq. 7-3) or "ip"; faiss_nprobe: IVF cells visited;
+    actor_hidden, critic_hidden: layer widths (DDPG: 400, 300; the action enters the critic's 2nd layer);
+    critic_bilinear: add the bilinear state-action term (B s) . a to the critic (see :class:`Critic`);
+    actor_lr, critic_lr: Adam step sizes (DDPG: 1e-4, 1e-3); critic_weight_decay (DDPG: 1e-2; 0 here);
+    gamma: discount; tau: soft target update (DDPG: 1e-3);
+    batch_size: minibatch (DDPG: 64); buffer_size: replay capacity (DDPG: 1e6);
+    num_envs: users rolled out in parallel per iteration (one episode each);
+    updates_per_iteration: gradient steps per iteration; warmup: transitions in the buffer before updating;
+    noise: "gaussian" or "ou"; noise_sigma: scale relative to the per-dimension std of the item
+    embeddings (DDPG OU: sigma 0.2, theta 0.15); ou_theta;
+    reward: env reward used for training (None = the env config's);
+    alpha_prime, lambda_lr, lambda_init: cost limit d = alpha_prime * K per step and the multiplier;
+    act_chunk: rows per batched decision (bounds memory of the candidate re-ranking).
+    """
+
+    knn_ratio: float = 0.1
+    knn_k: int | None = None
+    knn_backend: str = "exact"
+    knn_metric: str = "l2"
+    faiss_nprobe: int = 8
+    actor_hidden: tuple[int, ...] = (256, 256)
+    critic_hidden: tuple[int, int] = (256, 256)
+    critic_bilinear: bool = True
+    actor_lr: float = 1e-4
+    critic_lr: float = 1e-3
+    critic_weight_decay: float = 0.0
+    gamma: float = 0.99
+    tau: float = 1e-3
+    batch_size: int = 64
+    buffer_size: int = 100_000
+    num_envs: int = 64
+    updates_per_iteration: int = 64
+    warmup: int = 256
+    noise: str = "gaussian"
+    noise_sigma: float = 0.2
+    ou_theta: float = 0.15
+    reward: str | None = "hit"
+    alpha_prime: float = 1.0
+    lambda_lr: float = 0.05
+    lambda_init: float = 0.0
+    act_chunk: int = 1024
+
+    def __post_init__(self):
+        self.actor_hidden = tuple(self.actor_hidden)
+        self.critic_hidden = tuple(self.critic_hidden)
+        if self.knn_backend not in BACKENDS:
+            raise ValueError(f"knn_backend must be one of {BACKENDS}, got {self.knn_backend!r}")
+        if self.knn_metric not in METRICS:
+            raise ValueError(f"knn_metric must be one of {METRICS}, got {self.knn_metric!r}")
+        if self.noise not in NOISES:
+            raise ValueError(f"noise must be one of {NOISES}, got {self.noise!r}")
+        if not 0.0 < self.knn_ratio <= 1.0:
+            raise ValueError(f"knn_ratio must lie in (0, 1], got {self.knn_ratio}")
+        if len(self.critic_hidden) != 2:
+            raise ValueError(f"critic_hidden must have two widths (state layer, joint layer), got {self.critic_hidden}")
+        if not 0.0 < self.tau <= 1.0 or not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"need 0 < tau <= 1 and 0 <= gamma <= 1, got tau={self.tau}, gamma={self.gamma}")
+        if min(self.batch_size, self.buffer_size, self.num_envs, self.act_chunk) < 1 or self.updates_per_iteration < 0:
+            raise ValueError("batch_size, buffer_size, num_envs, act_chunk must be >= 1 and updates_per_iteration >= 0")
+
+
+def _mlp(sizes: list[int], out_act: nn.Module | None = None) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    if out_act is not None:
+        layers.append(out_act)
+    return nn.Sequential(*layers)
+
+
+class Actor(nn.Module):
+    """f(s) = bound * tanh(MLP(s)): a proto-action inside the box spanned by the item embeddings."""
+
+    def __init__(self, obs_dim: int, dim: int, hidden: tuple[int, ...], bound: torch.Tensor):
+        super().__init__()
+        self.net = _mlp([obs_dim, *hidden, dim], nn.Tanh())
+        self.register_buffer("bound", bound.clone())
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs) * self.bound
+
+
+class Critic(nn.Module):
+    """DDPG critic with the action entering the 2nd layer, two heads (reward, cost), plus a bilinear
+    state-action term:
+
+        Q(s, a) = W3 relu(W2s relu(W1 s) + W2a a + b2) + b3 + (B s) . a
+
+    The state parts are computed once per state, so each candidate item costs one H2-wide add + dot
+    product and one d-wide dot product.  The bilinear term (not in DDPG) gives dQ/da a state-dependent
+    direction from the start -- item embeddings are trained for dot-product scoring -- without it the
+    actor tends to push every user's proto-action to the same corner of the embedding box.
+    """
+
+    def __init__(self, obs_dim: int, dim: int, hidden: tuple[int, int], bilinear: bool = True):
+        super().__init__()
+        h1, h2 = hidden
+        self.dim = dim
+        self.state = nn.Sequential(nn.Linear(obs_dim, h1), nn.ReLU(), nn.Linear(h1, h2))
+        self.action = nn.Linear(dim, h2, bias=False)
+        self.out = nn.Linear(h2, 2)
+        self.bilinear = nn.Linear(obs_dim, 2 * dim) if bilinear else None
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """obs [B, obs_dim], actions [B, M, dim] -> Q [B, M, 2] (reward, cost)."""
+        q = self.out(torch.relu(self.state(obs)[:, None, :] + self.action(actions)))
+        if self.bilinear is not None:
+            q = q + torch.einsum("bhd,bmd->bmh", self.bilinear(obs).view(-1, 2, self.dim), actions)
+        return q
+
+
+class WolpertingerPolicy(Policy):
+    """Actor + k-NN + critic re-ranking (eq. 7-4); deterministic.
+
+    ``log_prob`` is a surrogate: Plackett-Luce over softmax of the penalised critic values
+    Q_r - lambda Q_c on the k-NN candidate set of the proto-action (items outside it: -inf);
+    the acting policy is its greedy (zero-temperature) limit.  ``act(mode="sample")`` adds
+    Gaussian noise of scale ``noise_sigma`` (relative to the item-embedding std) to the proto-action.
+    """
+
+    log_prob_kind = "surrogate: Plackett-Luce over critic values on the k-NN candidates of the proto-action"
+
+    def __init__(self, actor: Actor, critic: Critic, items: torch.Tensor, index: KNNIndex, k_nn: int,
+                 noise_sigma: float = 0.2, act_chunk: int = 1024):
+        super().__init__()
+        self.actor, self.critic = actor, critic
+        self.register_buffer("items", items.clone())
+        self.register_buffer("item_std", items.std(0).clamp(min=1e-6))
+        self.register_buffer("lam", torch.zeros(1))
+        self.index = index
+        self.k_nn = int(k_nn)
+        self.noise_sigma = float(noise_sigma)
+        self.act_chunk = int(act_chunk)
+
+    def __deepcopy__(self, memo):
+        memo[id(self.index)] = self.index  # the k-NN index is read-only: share it between copies
+        cls = self.__class__
+        new = cls.__new__(cls)
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            setattr(new, key, copy.deepcopy(value, memo))
+        return new
+
+    def candidates(self, obs: torch.Tensor, exclude: torch.Tensor | None, noise: torch.Tensor | None = None,
+                   k_nn: int | None = None) -> torch.Tensor:
+        """k-NN candidate ids [B, k_nn] of the (noisy) proto-action; -1 marks missing ones (approximate index)."""
+        proto = self.actor(obs)
+        if noise is not None:
+            proto = proto + noise
+        return self.index.search(proto.detach(), k_nn or self.k_nn, exclude)[1]
+
+    def candidate_values(self, obs: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        """Penalised Q_r - lambda Q_c of candidates [B, M] (-inf where cand < 0)."""
+        q = self.critic(obs, self.items[cand.clamp(min=0)])
+        v = q[..., 0] - self.lam * q[..., 1]
+        return v.masked_fill(cand < 0, float("-inf"))
+
+    @torch.no_grad()
+    def act(self, state: SlateState, k: int, mode: str = "greedy", exclude: torch.Tensor | None = None,
+            generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """K best distinct admissible candidates by critic value (eq. 7-4), chunked over rows."""
+        if mode not in ("greedy", "sample"):
+            raise ValueError(f"mode must be 'greedy' or 'sample', got {mode!r}")
+        n = self.items.shape[0]
+        if exclude is not None and exclude.shape != (len(state), n):
+            raise ValueError(f"exclude must be a bool mask [B, n_items] = [{len(state)}, {n}], got {tuple(exclude.shape)}")
+        if mode == "sample" and noise is None:
+            noise = torch.randn(len(state), self.items.shape[1], device=self.items.device, generator=generator)
+            noise = noise * self.noise_sigma * self.item_std
+        k_nn = max(self.k_nn, k)
+        out = []
+        for start in range(0, len(state), self.act_chunk):  # bounded-memory row chunks
+            sl = slice(start, start + self.act_chunk)
+            obs = state.obs[sl]
+            cand = self.candidates(obs, None if exclude is None else exclude[sl], None if noise is None else noise[sl], k_nn)
+            top = torch.topk(self.candidate_values(obs, cand), k, dim=1).indices
+            out.append(torch.gather(cand, 1, top))
+        slate = torch.cat(out, 0)
+        if bool((slate < 0).any()):
+            raise ValueError("fewer admissible k-NN candidates than slate positions; raise knn_k / knn_ratio or nprobe")
+        return slate
+
+    def scores(self, state: SlateState) -> torch.Tensor:
+        """Critic values on the k-NN candidates of the proto-action, -inf elsewhere; [B, n_items]."""
+        cand = self.candidates(state.obs, None)
+        v = self.candidate_values(state.obs, cand)
+        full = torch.full((len(state), self.items.shape[0] + 1), float("-inf"), device=v.device, dtype=v.dtype)
+        full.scatter_(1, torch.where(cand < 0, torch.full_like(cand, self.items.shape[0]), cand), v)
+        return full[:, :-1]
+
+
+class ReplayBuffer:
+    """Uniform replay of (s, slate, r, c, s', done, shown-at-s'); a ring buffer of tensors on ``device``."""
+
+    def __init__(self, capacity: int, obs_dim: int, k: int, shown_len: int, device: torch.device):
+        self.capacity, self.device = int(capacity), device
+        self.obs = torch.zeros(capacity, obs_dim, device=device)
+        self.next_obs = torch.zeros(capacity, obs_dim, device=device)
+        self.slate = torch.zeros(capacity, k, dtype=torch.long, device=device)
+        self.reward = torch.zeros(capacity, device=device)
+        self.cost = torch.zeros(capacity, device=device)
+        self.done = torch.zeros(capacity, device=device)
+        self.next_shown = torch.full((capacity, shown_len), -1, dtype=torch.int32, device=device)
+        self.pos, self.size = 0, 0
+
+    def add(self, obs, slate, reward, cost, next_obs, done, next_shown) -> None:
+        n = obs.shape[0]
+        idx = (self.pos + torch.arange(n, device=self.device)) % self.capacity
+        self.obs[idx], self.slate[idx], self.reward[idx], self.cost[idx] = obs, slate, reward, cost
+        self.next_obs[idx], self.done[idx], self.next_shown[idx] = next_obs, done, next_shown.int()
+        self.pos = int((self.pos + n) % self.capacity)
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        idx = torch.randint(self.size, (batch_size,), device=self.device, generator=generator)
+        return dict(obs=self.obs[idx], slate=self.slate[idx], reward=self.reward[idx], cost=self.cost[idx],
+                    next_obs=self.next_obs[idx], done=self.done[idx], next_shown=self.next_shown[idx].long())
+
+    def state_dict(self) -> dict:
+        n = self.size
+        return {"pos": self.pos, "size": n, "obs": self.obs[:n].clone(), "next_obs": self.next_obs[:n].clone(),
+                "slate": self.slate[:n].clone(), "reward": self.reward[:n].clone(), "cost": self.cost[:n].clone(),
+                "done": self.done[:n].clone(), "next_shown": self.next_shown[:n].clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        n = int(state["size"])
+        for key in ("obs", "next_obs", "slate", "reward", "cost", "done", "next_shown"):
+            getattr(self, key)[:n] = state[key].to(self.device)
+        self.pos, self.size = int(state["pos"]), n
+
+
+def shown_mask(shown: torch.Tensor, n_items: int) -> torch.Tensor:
+    """Dense bool [B, n_items] from padded item lists [B, S] (-1 = padding)."""
+    dense = torch.zeros(shown.shape[0], n_items + 1, dtype=torch.bool, device=shown.device)
+    dense.scatter_(1, torch.where(shown < 0, torch.full_like(shown, n_items), shown), True)
+    return dense[:, :n_items]
+
+
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """theta' <- tau theta + (1 - tau) theta' (table 7-1, line 13)."""
+    with torch.no_grad():
+        for t, s in zip(target.parameters(), source.parameters()):
+            t.lerp_(s, tau)
+
+
+class WolpertingerAgent:
+    """DDPG with a k-NN action map over item embeddings (see the module docstring)."""
+
+    def __init__(self, config: WolpertingerConfig, env_config: FairEnvConfig, device: torch.device | str = "cpu",
+                 seed: int = 0):
+        self.config = cfg = config
+        self.device = dev = torch.device(device)
+        if cfg.reward is not None:
+            env_config = dataclasses.replace(env_config, reward=cfg.reward)
+        self.env_config = env_config
+        self.seed = int(seed)
+        torch.manual_seed(self.seed)
+        self.env = MovieLensFairVectorEnv(num_envs=cfg.num_envs, autoreset_mode=AutoresetMode.DISABLED,
+                                          **dataclasses.asdict(env_config))
+        core = self.env.core
+        self.n_items, self.k, self.horizon, self.n_hist = core.n_items, core.k, core.horizon, core.n_hist
+        items = torch.as_tensor(core.data.item_embeddings, dtype=torch.float32, device=dev)
+        dim = items.shape[1]
+        self.k_nn = max(self.k, min(self.n_items, cfg.knn_k if cfg.knn_k is not None
+                                    else math.ceil(cfg.knn_ratio * self.n_items)))
+        self.index = KNNIndex(items, cfg.knn_metric, cfg.knn_backend, nprobe=cfg.faiss_nprobe, seed=self.seed)
+        bound = items.abs().amax(0).clamp(min=1e-6)
+        actor, critic = Actor(core.obs_dim, dim, cfg.actor_hidden, bound), Critic(core.obs_dim, dim, cfg.critic_hidden, cfg.critic_bilinear)
+        self.policy = WolpertingerPolicy(actor, critic, items, self.index, self.k_nn, cfg.noise_sigma,
+                                         cfg.act_chunk).to(dev)
+        self.target = self.policy.snapshot()  # target actor + critic (table 7-1, line 2)
+        self.actor_opt = torch.optim.Adam(self.policy.actor.parameters(), lr=cfg.actor_lr)
+        self.critic_opt = torch.optim.Adam(self.policy.critic.parameters(), lr=cfg.critic_lr,
+                                           weight_decay=cfg.critic_weight_decay)
+        self.cost_limit = cfg.alpha_prime * self.k
+        self.lagrange = LagrangeMultiplier(self.cost_limit, cfg.lambda_lr, cfg.lambda_init, device=dev)
+        self._sync_lambda()
+        self.shown_len = self.n_hist + self.horizon * self.k
+        self.buffer = ReplayBuffer(cfg.buffer_size, core.obs_dim, self.k, self.shown_len, dev)
+        self.generator = torch.Generator(device=dev)
+        self.generator.manual_seed(self.seed)
+        self.iteration = 0
+
+    def _sync_lambda(self) -> None:
+        lam = self.lagrange.value.float()
+        self.policy.lam.copy_(lam)
+        self.target.lam.copy_(lam)
+
+    # ----------------------------------------------------------------------------------- rollout
+    def _noise(self, ou_state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        cfg, pol = self.config, self.policy
+        eps = torch.randn(self.env.num_envs, pol.items.shape[1], device=self.device, generator=self.generator)
+        if cfg.noise == "gaussian":
+            return eps * cfg.noise_sigma * pol.item_std, None
+        ou_state = ou_state - cfg.ou_theta * ou_state + cfg.noise_sigma * eps  # OU, dt = 1
+        return ou_state * pol.item_std, ou_state
+
+    @torch.no_grad()
+    def rollout(self) -> dict[str, float]:
+        """One episode for ``num_envs`` users drawn from the agent's generator; transitions -> replay."""
+        env, dev = self.env, self.device
+        users = torch.randint(env.n_users, (env.num_envs,), generator=self.generator, device=dev).cpu().numpy()
+        obs, info = env.reset(options={"users": users})
+        shown = torch.full((env.num_envs, self.shown_len), -1, dtype=torch.long, device=dev)
+        shown[:, : self.n_hist] = torch.as_tensor(info["history"], device=dev)
+        ou = torch.zeros(env.num_envs, self.policy.items.shape[1], device=dev) if self.config.noise == "ou" else None
+        ret = torch.zeros(env.num_envs, device=dev)
+        cost = torch.zeros(env.num_envs, device=dev)
+        steps = torch.zeros(env.num_envs, device=dev)
+        user = torch.as_tensor(info["user"], dtype=torch.long, device=dev)
+        for t in range(self.horizon):  # env steps, vectorised over users
+            alive = torch.as_tensor(~env.episodes_done(), device=dev)
+            if not bool(alive.any()):
+                break
+            noise, ou = self._noise(ou)
+            state = SlateState(torch.as_tensor(obs, device=dev), torch.as_tensor(info["history"], device=dev), user)
+            exclude = torch.as_tensor(~env.action_masks(), device=dev)
+            slate = self.policy.act(state, self.k, "sample", exclude, noise=noise)
+            next_obs, r, term, trunc, info = env.step(slate.cpu().numpy())
+            shown[:, self.n_hist + t * self.k: self.n_hist + (t + 1) * self.k] = slate
+            r_t = torch.as_tensor(r, dtype=torch.float32, device=dev)
+            c_t = torch.as_tensor(info["cost"], dtype=torch.float32, device=dev)
+            done = torch.as_tensor(term | trunc, dtype=torch.float32, device=dev)
+            a = alive
+            self.buffer.add(state.obs[a], slate[a], r_t[a], c_t[a], torch.as_tensor(next_obs, device=dev)[a], done[a],
+                            shown[a])
+            ret += r_t * alive
+            cost += c_t * alive
+            steps += alive
+            obs = next_obs
+        return {"reward": float(ret.mean()), "episode_cost": float(cost.mean()),
+                "cost": float(cost.sum() / steps.sum().clamp(min=1)), "episode_length": float(steps.mean())}
+
+    # ------------------------------------------------------------------------------------ update
+    def update(self) -> dict[str, float]:
+        cfg, pol, tgt = self.config, self.policy, self.target
+        b = self.buffer.sample(cfg.batch_size, self.generator)
+        with torch.no_grad():
+            # y = r + gamma Q'(s', pi'(s')): the target Wolpertinger slate at s' (table 7-1, line 10)
+            exclude = shown_mask(b["next_shown"], self.n_items)
+            cand = tgt.candidates(b["next_obs"], exclude, k_nn=max(self.k_nn, self.k))
+            top = torch.topk(tgt.candidate_values(b["next_obs"], cand), self.k, dim=1).indices
+            nxt = torch.gather(cand, 1, top)
+            q_next = tgt.critic(b["next_obs"], pol.items[nxt.clamp(min=0)])
+            q_next = (q_next * (nxt >= 0)[..., None]).sum(1)  # additive slate value [B, 2]
+            target = torch.stack([b["reward"], b["cost"]], 1) + cfg.gamma * (1.0 - b["done"])[:, None] * q_next
+        q = pol.critic(b["obs"], pol.items[b["slate"]]).sum(1)  # Q(s, A) = sum_a Q(s, a)
+        critic_loss = ((q - target) ** 2).sum(1).mean()  # line 11, reward and cost heads
+        self.critic_opt.zero_grad()
+        critic_loss.backward()
+        self.critic_opt.step()
+        # line 12: deterministic policy gradient through the proto-action
+        proto = pol.actor(b["obs"])
+        q_pi = pol.critic(b["obs"], proto[:, None, :])[:, 0]
+        actor_loss = -(q_pi[:, 0] - pol.lam * q_pi[:, 1]).mean()
+        self.actor_opt.zero_grad()
+        actor_loss.backward()
+        self.actor_opt.step()
+        soft_update(tgt.actor, pol.actor, cfg.tau)
+        soft_update(tgt.critic, pol.critic, cfg.tau)
+        return {"critic_loss": float(critic_loss.detach()), "actor_loss": float(actor_loss.detach())}
+
+    def train_iteration(self, iteration: int) -> dict[str, float]:
+        cfg = self.config
+        metrics = self.rollout()
+        losses = []
+        if self.buffer.size >= max(cfg.warmup, cfg.batch_size):
+            losses = [self.update() for _ in range(cfg.updates_per_iteration)]
+        self.lagrange.update(metrics["cost"])
+        self._sync_lambda()
+        self.iteration = iteration + 1
+        metrics.update(cost_limit=float(self.cost_limit), **{"lambda": self.lagrange.item()},
+                       critic_loss=float(np.mean([m["critic_loss"] for m in losses])) if losses else float("nan"),
+                       actor_loss=float(np.mean([m["actor_loss"] for m in losses])) if losses else float("nan"),
+                       buffer_size=float(self.buffer.size), k_nn=float(self.k_nn))
+        return metrics
+
+    # -------------------------------------------------------------------------------- checkpoint
+    def state_dict(self) -> dict:
+        return {"policy": self.policy.state_dict(), "target": self.target.state_dict(),
+                "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
+                "lagrange": self.lagrange.state_dict(), "generator": self.generator.get_state(),
+                "buffer": self.buffer.state_dict(), "iteration": self.iteration,
+                "config": dataclasses.asdict(self.config)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.target.load_state_dict(state["target"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.lagrange.load_state_dict(state["lagrange"])
+        self.generator.set_state(state["generator"])
+        self.buffer.load_state_dict(state["buffer"])
+        self.iteration = int(state["iteration"])
+        self._sync_lambda()
+
+
+def make_wolpertinger(config: WolpertingerConfig, env_config: FairEnvConfig, device, seed: int) -> WolpertingerAgent:
+    return WolpertingerAgent(config, env_config, device, seed)
+
+
+register_agent("wolpertinger", WolpertingerConfig, make_wolpertinger,
+               "Wolpertinger (Dulac-Arnold et al. 2015): DDPG proto-action + k-NN + critic re-ranking; "
+               "Lagrangian exposure constraint")

@@ -1,0 +1,90 @@
+"""``fcpo-eval``: evaluate a trained run, or a non-RL baseline, on the test (or train) users.
+
+    fcpo-eval runs/fcpo-ml-100k-a0.8-s0-...            # writes eval-test.json into the run folder
+    fcpo-eval runs/... --split train --protocol ranking
+    fcpo-eval --baseline mf --dataset ml-100k --data-dir ../shared/data --out mf.json
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fcpo.cli.common import CLIError, add_data_flags, fail, resolve_device
+
+PROG = "fcpo-eval"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", nargs="?", help="a run folder written by fcpo-train")
+    p.add_argument("--split", choices=("test", "train"), default="test", help="which users' targets (default test)")
+    p.add_argument("--protocol", choices=("rollout", "ranking"), default="rollout",
+                   help="rollout: K items per step over L steps with hits folded into the state (FCPO); "
+                        "ranking: one top-K list per user")
+    p.add_argument("--k", type=int, default=None, help="slate size K (default: the run's)")
+    p.add_argument("--steps", type=int, default=None, help="rollout length L (default: the run's horizon)")
+    p.add_argument("--mode", choices=("greedy", "sample"), default="greedy", help="greedy (default) or sampled slates")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds for sampled evaluation (mean ± std)")
+    p.add_argument("--grouping", choices=("static", "dynamic"), default=None,
+                   help="env grouping during the rollout (default: the run's)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--baseline", choices=("popularity", "random", "mf", "fair-mf"), default=None,
+                   help="evaluate a non-RL ranker instead of a run (needs --dataset)")
+    p.add_argument("--alpha", type=float, default=1.0, help="α' of the fair-mf re-ranker")
+    add_data_flags(p)
+    p.add_argument("--slate-size", type=int, default=5, help="K for --baseline (default 5)")
+    p.add_argument("--horizon", type=int, default=10, help="L for --baseline (default 10)")
+    p.add_argument("--out", default=None, help="JSON path (default RUN_DIR/eval-<split>.json; required with --baseline)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except (CLIError, FileNotFoundError, ValueError) as exc:
+        fail(PROG, str(exc))
+
+
+def _main(args) -> int:
+    from fcpo.evaluate import evaluate, format_report
+    from fcpo.runs import write_json
+
+    device = resolve_device(args.device)
+    if args.baseline:
+        if args.run_dir:
+            raise CLIError("give either RUN_DIR or --baseline, not both")
+        if not args.out:
+            raise CLIError("--baseline needs --out FILE.json")
+        from fcpo.data.groups import popular_mask
+        from fcpo.envs.config import FairEnvConfig
+        from fcpo.policies.rankers import make_ranker
+
+        env_cfg = FairEnvConfig(dataset=args.dataset or "ml-1m", data_dir=args.data_dir, slate_size=args.slate_size,
+                                horizon=args.horizon)
+        data = env_cfg.load()
+        policy = make_ranker(args.baseline, data, args.alpha, popular_mask(data.train_counts, env_cfg.popular_ratio))
+        out = Path(args.out)
+    else:
+        if not args.run_dir:
+            raise CLIError("give a RUN_DIR (a folder written by fcpo-train) or --baseline NAME")
+        from fcpo.cli.train import _build_agent
+        from fcpo.runs import CHECKPOINT, load_checkpoint, load_config
+
+        run_dir = Path(args.run_dir)
+        settings = load_config(run_dir)
+        agent, env_cfg = _build_agent(settings, device)
+        agent.load_state_dict(load_checkpoint(run_dir / CHECKPOINT, device)["agent"])
+        policy = agent.policy
+        out = Path(args.out) if args.out else run_dir / f"eval-{args.split}.json"
+    report = evaluate(policy, env_cfg, protocol=args.protocol, k=args.k, steps=args.steps, mode=args.mode,
+                      seeds=tuple(args.seeds), device=device, split=args.split, grouping=args.grouping)
+    write_json(out, report)
+    print(format_report(report))
+    print(f"{PROG}: wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
