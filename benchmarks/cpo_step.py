@@ -63,7 +63,7 @@ class Problem:
     """Policy, batch and the closures an agent would build for one update."""
 
     def __init__(self, n: int, obs_dim: int, hidden: int, act_dim: int, seed: int, dtype=torch.float32,
-                 episode_len: float = 10.0):
+                 episode_len: float = 10.0, fvp_subsample: int = 1, fvp_batched: bool | None = None):
         torch.manual_seed(seed)
         self.policy = GaussianMLP(obs_dim, hidden, act_dim).to(dtype)
         self.params = list(self.policy.parameters())
@@ -81,6 +81,8 @@ class Problem:
         self.adv_c = process_advantages(adv_c, centre=cfg.centre_cost_advantages, rescale=cfg.rescale_cost_advantages)
         self.episode_len = episode_len  # cost surrogate in per-episode units
         self.theta0 = flat_params(self.params)
+        self.sub = slice(None, None, fvp_subsample)  # Fisher on every k-th sample (baselines' TRPO uses 5)
+        self.fvp_batched = fvp_batched
 
     def reset(self) -> None:
         set_flat_params(self.params, self.theta0)
@@ -91,8 +93,8 @@ class Problem:
         return (ratio * self.adv_r).mean(), self.episode_len * (ratio * self.adv_c).mean(), mu, ls
 
     def kl(self) -> torch.Tensor:
-        mu, ls = self.policy(self.states)
-        return mean_kl(self.mu0, self.ls0, mu, ls)
+        mu, ls = self.policy(self.states[self.sub])
+        return mean_kl(self.mu0[self.sub], self.ls0, mu, ls)
 
     def evaluate(self, theta: torch.Tensor):
         set_flat_params(self.params, theta)
@@ -107,11 +109,13 @@ class Problem:
             names = [k for k, _ in self.policy.named_parameters()]
 
             def kl_fn(ps):
-                mu, ls = functional_call(self.policy, dict(zip(names, ps)), (self.states,))
-                return mean_kl(self.mu0, self.ls0, mu, ls)
+                mu, ls = functional_call(self.policy, dict(zip(names, ps)), (self.states[self.sub],))
+                return mean_kl(self.mu0[self.sub], self.ls0, mu, ls)
 
-            return fisher_vector_product(kl_fn, self.params, damping=cfg.damping, method="func")
-        return fisher_vector_product(self.kl, self.params, damping=cfg.damping, method="autograd")
+            return fisher_vector_product(kl_fn, self.params, damping=cfg.damping, method="func",
+                                         batched=self.fvp_batched)
+        return fisher_vector_product(self.kl, self.params, damping=cfg.damping, method="autograd",
+                                     batched=self.fvp_batched)
 
 
 def trpo_once(pb: Problem, cfg: CPOConfig, method: str):
@@ -126,7 +130,10 @@ def trpo_once(pb: Problem, cfg: CPOConfig, method: str):
 
 def cpo_once(pb: Problem, cfg: CPOConfig, method: str, c: float):
     lr, lc, _, _ = pb.surrogates()
-    g, b = flat_grad(torch.stack([lr, lc]), pb.params)  # one batched backward for both
+    # two plain backward passes: on CPU they measured faster than one batched
+    # flat_grad(torch.stack([lr, lc]), ...) (is_grads_batched)
+    g = flat_grad(lr, pb.params, retain_graph=True)
+    b = flat_grad(lc, pb.params)
     hvp = pb.hvp(cfg, method)
     base = (lr.item(), lc.item(), 0.0)
     res = cpo_update(pb.theta0, g, b, c, hvp, pb.evaluate, config=cfg, baseline=base)
@@ -144,9 +151,20 @@ def timeit(fn: Callable[[], object], reset: Callable[[], None]) -> tuple[float, 
     return w, c, out
 
 
-def bench_updates(args, method: str) -> dict:
+def parse_variant(spec: str) -> tuple[str, int, bool | None]:
+    """``method[:subsample[:b|s]]``: FVP method, Fisher subsample step, batched (b) or row loop (s)."""
+    parts = spec.split(":")
+    method = parts[0]
+    sub = int(parts[1]) if len(parts) > 1 and parts[1] else 1
+    batched = {"b": True, "s": False}.get(parts[2]) if len(parts) > 2 else None
+    return method, sub, batched
+
+
+def bench_updates(args, spec: str) -> dict:
+    method, sub, batched = parse_variant(spec)
     cfg = CPOConfig(max_kl=args.max_kl, cg_iters=args.cg_iters, damping=args.damping)
-    pb = Problem(args.samples, args.obs_dim, args.hidden, args.act_dim, args.seed)
+    pb = Problem(args.samples, args.obs_dim, args.hidden, args.act_dim, args.seed,
+                 fvp_subsample=sub, fvp_batched=batched)
     # choose c so that the constraint cuts the trust region (dual solution, the
     # expensive and typical case): c = -0.3 sqrt(2 delta s), s from an untimed solve
     lr, lc, _, _ = pb.surrogates()
@@ -168,36 +186,37 @@ def bench_updates(args, method: str) -> dict:
         w, cp, r = timeit(lambda: cpo_once(pb, cfg, method, c), pb.reset)
         t_cpo.append(w); cpu_cpo.append(cp); last["cpo"] = r
 
-    # components: one FVP (one vector), one batched FVP (two vectors), two FVPs
+    # components (median process CPU seconds): one product, a (2, n) stack in one call,
+    # two single calls; CG with one RHS, two RHS in one loop, two RHS in two loops
     hvp = pb.hvp(cfg, method)
     v1 = torch.randn(pb.n_params)
     v2 = torch.randn(2, pb.n_params)
+    gd, bd = g.detach(), b.detach()
+    parts = {
+        "fvp_1": lambda: hvp(v1),
+        "fvp_stack_2": lambda: hvp(v2),
+        "fvp_2_calls": lambda: (hvp(v2[0]), hvp(v2[1])),
+        "cg_1_rhs": lambda: conjugate_gradient(hvp, gd, cfg.cg_iters, cfg.cg_residual_tol),
+        "cg_2_rhs_one_loop": lambda: conjugate_gradient(hvp, torch.stack([gd, bd]), cfg.cg_iters,
+                                                        cfg.cg_residual_tol),
+        "cg_2_rhs_two_loops": lambda: (conjugate_gradient(hvp, gd, cfg.cg_iters, cfg.cg_residual_tol),
+                                       conjugate_gradient(hvp, bd, cfg.cg_iters, cfg.cg_residual_tol)),
+    }
     comp = {}
-    for name, fn in (("fvp_1", lambda: hvp(v1)), ("fvp_batched_2", lambda: hvp(v2)),
-                     ("fvp_2_sequential", lambda: (hvp(v2[0]), hvp(v2[1])))):
+    for name, fn in parts.items():
         fn()
         ts = []
         for _ in range(args.repeats):
-            t0 = time.perf_counter(); fn(); ts.append(time.perf_counter() - t0)
+            t0 = time.process_time(); fn(); ts.append(time.process_time() - t0)
         comp[name] = statistics.median(ts)
-    for name, rhs in (("cg_1_rhs", g.detach()), ("cg_2_rhs_one_loop", torch.stack([g, b]).detach())):
-        ts = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter(); conjugate_gradient(hvp, rhs, cfg.cg_iters, cfg.cg_residual_tol)
-            ts.append(time.perf_counter() - t0)
-        comp[name] = statistics.median(ts)
-    ts = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        conjugate_gradient(hvp, g.detach(), cfg.cg_iters, cfg.cg_residual_tol)
-        conjugate_gradient(hvp, b.detach(), cfg.cg_iters, cfg.cg_residual_tol)
-        ts.append(time.perf_counter() - t0)
-    comp["cg_2_rhs_two_loops"] = statistics.median(ts)
 
     mt, mc = statistics.median(t_trpo), statistics.median(t_cpo)
     cs, ts_ = last["cpo"].step, last["trpo"].step
     return {
+        "variant": spec,
         "fvp_method": method,
+        "fvp_subsample": sub,
+        "fvp_batched": batched if batched is not None else (method == "func"),
         "n_params": pb.n_params,
         "n_samples": args.samples,
         "c": c,
@@ -262,7 +281,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    ap.add_argument("--fvp-methods", default="autograd,func")
+    ap.add_argument("--variants", default="autograd,autograd:1:b,func,autograd:5",
+                    help="comma list of method[:fisher_subsample[:b|s]] (b: vmapped batch of RHS, s: row loop)")
     ap.add_argument("--sweep-hidden", default="8,16,32,64,128")
     ap.add_argument("--sweep-samples", type=int, default=2000)
     ap.add_argument("--sweep-max-iters", type=int, default=600)
@@ -278,20 +298,21 @@ def main(argv=None) -> dict:
                "python": sys.version.split()[0], "cpu_count": os.cpu_count(),
                "load_avg_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None, "updates": []}
     print(f"\nOne policy update, {args.samples} samples, float32, cg_iters={args.cg_iters}, median of {args.repeats}")
-    print(f"{'fvp':9s} {'params':>7s} {'TRPO s':>8s} {'CPO s':>8s} {'ratio':>6s} {'cpu r':>6s} {'fvp1':>7s} {'fvp2b':>7s} "
-          f"{'fvp2seq':>7s} {'cg1':>7s} {'cg2':>7s} {'cg2x1':>7s}  case")
-    for method in [m for m in args.fvp_methods.split(",") if m]:
-        r = bench_updates(args, method)
+    print(f"{'variant':12s} {'params':>7s} {'TRPO s':>8s} {'CPO s':>8s} {'ratio':>6s} {'cpu r':>6s} {'fvp1':>7s} {'fvp2':>7s} "
+          f"{'fvp1x2':>7s} {'cg1':>7s} {'cg2':>7s} {'cg2x1':>7s}  case")
+    for spec in [m for m in args.variants.split(",") if m]:
+        r = bench_updates(args, spec)
         results["updates"].append(r)
         cp = r["components_median_s"]
-        print(f"{method:9s} {r['n_params']:7d} {r['trpo_median_s']:8.3f} {r['cpo_median_s']:8.3f} "
-              f"{r['ratio_cpo_over_trpo']:6.2f} {r['ratio_cpu']:6.2f} {cp['fvp_1']:7.3f} {cp['fvp_batched_2']:7.3f} "
-              f"{cp['fvp_2_sequential']:7.3f} {cp['cg_1_rhs']:7.3f} {cp['cg_2_rhs_one_loop']:7.3f} "
+        print(f"{spec:12s} {r['n_params']:7d} {r['trpo_median_s']:8.3f} {r['cpo_median_s']:8.3f} "
+              f"{r['ratio_cpo_over_trpo']:6.2f} {r['ratio_cpu']:6.2f} {cp['fvp_1']:7.3f} {cp['fvp_stack_2']:7.3f} "
+              f"{cp['fvp_2_calls']:7.3f} {cp['cg_1_rhs']:7.3f} {cp['cg_2_rhs_one_loop']:7.3f} "
               f"{cp['cg_2_rhs_two_loops']:7.3f}  {r['cpo_case']} (nu={r['cpo_nu']:.3g}, "
               f"ls frac {r['cpo_line_search']['fraction']:.3g})", flush=True)
-    print("ratio = median wall time CPO / TRPO (target <= 1.3); cpu r = same with process CPU time.\n"
-          "fvp1 / fvp2b / fvp2seq: one product, two vectors batched, two in sequence; "
-          "cg1 / cg2 / cg2x1: one RHS, two RHS in one loop, two RHS in two loops (seconds)")
+    print("variant = fvp method[:Fisher on every k-th sample[:b batched RHS | s row loop]]\n"
+          "ratio = median wall time CPO / TRPO (target <= 1.3); cpu r = same with process CPU time.\n"
+          "components, median CPU s: fvp1 one product, fvp2 a (2, n) stack in one call, fvp1x2 two calls;\n"
+          "cg1 one RHS, cg2 two RHS in one loop, cg2x1 two RHS in two loops (cg_iters each)")
 
     if args.sweep_hidden:
         print(f"\nCG iterations to a 1e-10 residual (float64, damping={args.damping}, "

@@ -81,7 +81,7 @@ def environment_info() -> dict:
     import fcpo
 
     info = {"python": platform.python_version(), "platform": platform.platform(), "fcpo": fcpo.__version__,
-            "torch": torch.__version__, "numpy": numpy.__version__, "gymnasium": gymnasium.__version__,
+            "torch": str(torch.__version__), "numpy": str(numpy.__version__), "gymnasium": str(gymnasium.__version__),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     try:
         src = Path(fcpo.__file__).resolve().parents[1]

@@ -128,10 +128,10 @@ def test_wolpertinger_improves_on_random():
     agent = WolpertingerAgent(WolpertingerConfig(**WOLP_CI), ENV, seed=0)
     cfg = agent.env_config  # reward="hit"
     rand, _ = run_episodes(cfg, random_act)
-    for it in range(12):
+    for it in range(18):
         agent.train_iteration(it)
     learned, _ = run_episodes(cfg, greedy(agent.policy))
-    assert learned > 1.4 * rand + 0.3, (learned, rand)
+    assert learned > 1.5 * rand, (learned, rand)
 
 
 def test_tpgr_lagrangian_lowers_popular_exposure():

@@ -189,3 +189,33 @@ def test_sprec_loop(split, sft_policy, mode):
     assert any(not torch.equal(a, b) for a, b in zip(pol.parameters(), before.parameters()))
     with pytest.raises(ValueError, match="negatives"):
         SPRecConfig(negatives="beam")
+
+
+# -------------------------------------------------------------------- CLI
+def test_fcpo_align_cli_writes_a_repeatable_run_folder(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from fcpo.cli.align import config_from_dict, main
+
+    argv = ["--method", "sprec", "--dataset", "synthetic", "--iterations", "1", "--sprec-negatives", "sample",
+            "--sft-epochs", "1", "--sft-lr", "0.01", "--pref-epochs", "0.5", "--max-test-users", "50", "--dim", "16",
+            "--runs-dir", str(tmp_path), "--name", "run1"]
+    assert main(argv) == 0
+    folder = tmp_path / "run1"
+    assert "run folder" in capsys.readouterr().out
+    cfg = yaml.safe_load((folder / "config.yaml").read_text())
+    assert cfg["method"] == "sprec" and cfg["sprec_negatives"] == "sample" and cfg["sft"]["lr"] == 0.01
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["method"]["sprec"]["negatives"] == "sample"
+    assert [it["iteration"] for it in metrics["method"]["iterations"]] == [0, 1]
+    assert metrics["test_users"] == 50 and 0 <= metrics["final"]["ndcg@10"] <= 1
+    lines = (folder / "log.jsonl").read_text().splitlines()
+    assert any(json.loads(x)["stage"] == "sprec1/dpo" for x in lines)
+    assert (folder / "policy.pt").is_file()
+    assert not list(folder.glob(".*.tmp"))  # atomic writes leave no temporary files
+    again = config_from_dict(cfg)
+    assert again.to_dict() == cfg
+    with pytest.raises(SystemExit):
+        main(["--method", "sdpo", "--negatives", "30", "--dataset", "synthetic"])

@@ -12,7 +12,9 @@ Reads top to bottom:
 4. the critic is additive over the slate, Q(s, A) = sum_{a in A} Q(s, a) (each slate item's share of
    the slate value, which makes "K best candidates" the greedy slate for Q); TD target
    y = r + gamma (1 - done) Q'(s', pi'(s')) with the full Wolpertinger policy of the *target*
-   networks (table 7-1 line 10), reward and cost heads trained alike;
+   networks (table 7-1 line 10), reward and cost heads trained alike.  The max over k candidates
+   in pi' overestimates, and the additive slate multiplies the bias by K; by default two critics
+   give a clipped double-Q target (TD3; ``twin_critic=False`` is the paper's single critic);
 5. the actor ascends grad_a Q(s, a)|_{a = f(s)} grad_theta f(s) with the proto-action (line 12);
 6. soft target updates theta' <- tau theta + (1 - tau) theta' (line 13); Gaussian or
    Ornstein-Uhlenbeck exploration noise on the proto-action; a uniform replay buffer;
@@ -52,9 +54,10 @@ class WolpertingerConfig:
     knn_backend: "exact" (torch top-k) or "faiss" (IVF-Flat, optional dependency);
     knn_metric: "l2" (eq. 7-3) or "ip"; faiss_nprobe: IVF cells visited;
     actor_hidden, critic_hidden: layer widths (DDPG: 400, 300; the action enters the critic's 2nd layer);
-    critic_bilinear: add the bilinear state-action term (B s) . a to the critic (see :class:`Critic`);
+    twin_critic: clipped double-Q targets (TD3) against the max-over-candidates overestimation of the
+        Wolpertinger target (False = plain DDPG, one critic);
     actor_lr, critic_lr: Adam step sizes (DDPG: 1e-4, 1e-3); critic_weight_decay (DDPG: 1e-2; 0 here);
-    gamma: discount; tau: soft target update (DDPG: 1e-3);
+    gamma: discount (0.9: episodes of T = 10 steps; DDPG used 0.99); tau: soft target update (DDPG: 1e-3);
     batch_size: minibatch (DDPG: 64); buffer_size: replay capacity (DDPG: 1e6);
     num_envs: users rolled out in parallel per iteration (one episode each);
     updates_per_iteration: gradient steps per iteration; warmup: transitions in the buffer before updating;
@@ -72,11 +75,11 @@ class WolpertingerConfig:
     faiss_nprobe: int = 8
     actor_hidden: tuple[int, ...] = (256, 256)
     critic_hidden: tuple[int, int] = (256, 256)
-    critic_bilinear: bool = True
+    twin_critic: bool = True
     actor_lr: float = 1e-4
     critic_lr: float = 1e-3
     critic_weight_decay: float = 0.0
-    gamma: float = 0.99
+    gamma: float = 0.9
     tau: float = 1e-3
     batch_size: int = 64
     buffer_size: int = 100_000
@@ -90,7 +93,7 @@ class WolpertingerConfig:
     alpha_prime: float = 1.0
     lambda_lr: float = 0.05
     lambda_init: float = 0.0
-    act_chunk: int = 1024
+    act_chunk: int = 256
 
     def __post_init__(self):
         self.actor_hidden = tuple(self.actor_hidden)
@@ -134,33 +137,45 @@ class Actor(nn.Module):
         return self.net(obs) * self.bound
 
 
-class Critic(nn.Module):
-    """DDPG critic with the action entering the 2nd layer, two heads (reward, cost), plus a bilinear
-    state-action term:
+class QNet(nn.Module):
+    """DDPG critic with the action entering the 2nd layer and two heads (reward, cost):
+    Q(s, a) = W3 relu(W2s relu(W1 s) + W2a a + b2) + b3.  The state part is computed once per
+    state, so each candidate item costs one H2-wide add + dot product."""
 
-        Q(s, a) = W3 relu(W2s relu(W1 s) + W2a a + b2) + b3 + (B s) . a
-
-    The state parts are computed once per state, so each candidate item costs one H2-wide add + dot
-    product and one d-wide dot product.  The bilinear term (not in DDPG) gives dQ/da a state-dependent
-    direction from the start -- item embeddings are trained for dot-product scoring -- without it the
-    actor tends to push every user's proto-action to the same corner of the embedding box.
-    """
-
-    def __init__(self, obs_dim: int, dim: int, hidden: tuple[int, int], bilinear: bool = True):
+    def __init__(self, obs_dim: int, dim: int, hidden: tuple[int, int]):
         super().__init__()
         h1, h2 = hidden
-        self.dim = dim
         self.state = nn.Sequential(nn.Linear(obs_dim, h1), nn.ReLU(), nn.Linear(h1, h2))
         self.action = nn.Linear(dim, h2, bias=False)
         self.out = nn.Linear(h2, 2)
-        self.bilinear = nn.Linear(obs_dim, 2 * dim) if bilinear else None
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """obs [B, obs_dim], actions [B, M, dim] -> Q [B, M, 2] (reward, cost)."""
-        q = self.out(torch.relu(self.state(obs)[:, None, :] + self.action(actions)))
-        if self.bilinear is not None:
-            q = q + torch.einsum("bhd,bmd->bmh", self.bilinear(obs).view(-1, 2, self.dim), actions)
-        return q
+        return self.out(torch.relu(self.state(obs)[:, None, :] + self.action(actions)))
+
+
+class Critic(nn.Module):
+    """One :class:`QNet` (DDPG) or two (``twin=True``, clipped double Q of TD3, Fujimoto et al. 2018).
+
+    ``forward`` is the first network (used to re-rank candidates and for the actor's gradient);
+    ``target_value`` the pessimistic estimate for TD targets: min over the twins of the reward
+    head, max of the cost head (a single network returns itself).
+    """
+
+    def __init__(self, obs_dim: int, dim: int, hidden: tuple[int, int], twin: bool = False):
+        super().__init__()
+        self.nets = nn.ModuleList([QNet(obs_dim, dim, hidden) for _ in range(2 if twin else 1)])
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.nets[0](obs, actions)
+
+    def all(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """[n_nets, B, M, 2]."""
+        return torch.stack([net(obs, actions) for net in self.nets])
+
+    def target_value(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        q = self.all(obs, actions)
+        return torch.stack([q[..., 0].amin(0), q[..., 1].amax(0)], -1)
 
 
 class WolpertingerPolicy(Policy):
@@ -175,7 +190,7 @@ class WolpertingerPolicy(Policy):
     log_prob_kind = "surrogate: Plackett-Luce over critic values on the k-NN candidates of the proto-action"
 
     def __init__(self, actor: Actor, critic: Critic, items: torch.Tensor, index: KNNIndex, k_nn: int,
-                 noise_sigma: float = 0.2, act_chunk: int = 1024):
+                 noise_sigma: float = 0.2, act_chunk: int = 256):
         super().__init__()
         self.actor, self.critic = actor, critic
         self.register_buffer("items", items.clone())
@@ -201,7 +216,8 @@ class WolpertingerPolicy(Policy):
         proto = self.actor(obs)
         if noise is not None:
             proto = proto + noise
-        return self.index.search(proto.detach(), k_nn or self.k_nn, exclude)[1]
+        scores, ids = self.index.search(proto.detach(), k_nn or self.k_nn, exclude)
+        return ids.masked_fill(torch.isneginf(scores), -1)  # rows with fewer admissible items than k_nn
 
     def candidate_values(self, obs: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         """Penalised Q_r - lambda Q_c of candidates [B, M] (-inf where cand < 0)."""
@@ -319,7 +335,7 @@ class WolpertingerAgent:
                                     else math.ceil(cfg.knn_ratio * self.n_items)))
         self.index = KNNIndex(items, cfg.knn_metric, cfg.knn_backend, nprobe=cfg.faiss_nprobe, seed=self.seed)
         bound = items.abs().amax(0).clamp(min=1e-6)
-        actor, critic = Actor(core.obs_dim, dim, cfg.actor_hidden, bound), Critic(core.obs_dim, dim, cfg.critic_hidden, cfg.critic_bilinear)
+        actor, critic = Actor(core.obs_dim, dim, cfg.actor_hidden, bound), Critic(core.obs_dim, dim, cfg.critic_hidden, cfg.twin_critic)
         self.policy = WolpertingerPolicy(actor, critic, items, self.index, self.k_nn, cfg.noise_sigma,
                                          cfg.act_chunk).to(dev)
         self.target = self.policy.snapshot()  # target actor + critic (table 7-1, line 2)
@@ -395,11 +411,11 @@ class WolpertingerAgent:
             cand = tgt.candidates(b["next_obs"], exclude, k_nn=max(self.k_nn, self.k))
             top = torch.topk(tgt.candidate_values(b["next_obs"], cand), self.k, dim=1).indices
             nxt = torch.gather(cand, 1, top)
-            q_next = tgt.critic(b["next_obs"], pol.items[nxt.clamp(min=0)])
+            q_next = tgt.critic.target_value(b["next_obs"], pol.items[nxt.clamp(min=0)])
             q_next = (q_next * (nxt >= 0)[..., None]).sum(1)  # additive slate value [B, 2]
             target = torch.stack([b["reward"], b["cost"]], 1) + cfg.gamma * (1.0 - b["done"])[:, None] * q_next
-        q = pol.critic(b["obs"], pol.items[b["slate"]]).sum(1)  # Q(s, A) = sum_a Q(s, a)
-        critic_loss = ((q - target) ** 2).sum(1).mean()  # line 11, reward and cost heads
+        q = pol.critic.all(b["obs"], pol.items[b["slate"]]).sum(2)  # Q(s, A) = sum_a Q(s, a); [n_nets, B, 2]
+        critic_loss = ((q - target) ** 2).sum(-1).mean(1).sum(0)  # line 11, reward and cost heads, each net
         self.critic_opt.zero_grad()
         critic_loss.backward()
         self.critic_opt.step()

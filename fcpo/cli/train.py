@@ -135,11 +135,12 @@ def _build_agent(settings: dict, device):
     from fcpo.envs.config import FairEnvConfig
 
     spec = AGENTS[settings["agent"]]
-    env_cfg = FairEnvConfig(**settings["env"])
-    agent_cfg = spec.config_cls(**settings["agent_config"])
-    if env_cfg.slate_size > 0:
-        pass
-    return make_agent(settings["agent"], agent_cfg, env_cfg, device, settings["seed"]), env_cfg
+    try:
+        env_cfg = FairEnvConfig(**settings["env"])
+        agent_cfg = spec.config_cls(**settings["agent_config"])
+        return make_agent(settings["agent"], agent_cfg, env_cfg, device, settings["seed"]), env_cfg
+    except (ValueError, TypeError) as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _default_name(settings: dict) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-ENV_IDS = ("fcpo/MovieLensFair-v0",)
+ENV_IDS = ("fcpo/MovieLensFair-v0", "fcpo/MovieLensSim-v0")
 
 
 def register_envs() -> None:
@@ -13,4 +13,10 @@ def register_envs() -> None:
             id="fcpo/MovieLensFair-v0",
             entry_point="fcpo.envs.movielens_fair:MovieLensFairEnv",
             vector_entry_point="fcpo.envs.vector:MovieLensFairVectorEnv",
+        )
+    if "fcpo/MovieLensSim-v0" not in gym.registry:
+        gym.register(
+            id="fcpo/MovieLensSim-v0",
+            entry_point="fcpo.envs.simulator:MovieLensSimEnv",
+            vector_entry_point="fcpo.envs.simulator:MovieLensSimVectorEnv",
         )

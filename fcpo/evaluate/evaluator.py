@@ -105,6 +105,8 @@ def evaluate(policy, env_config: FairEnvConfig, protocol: str = "rollout", k: in
     runs = []
     for seed in seeds:
         rec, per_step = _run_once(policy, env, protocol, k, steps, mode, seed, device)
+        if not runs:
+            first_rec = rec
         metrics = {}
         if protocol == "ranking":
             metrics.update(_accuracy(rec, relevant, k))
@@ -121,6 +123,7 @@ def evaluate(policy, env_config: FairEnvConfig, protocol: str = "rollout", k: in
     report["metrics"] = {key: float(np.mean([r[key] for r in runs])) for key in keys}
     if len(runs) > 1:
         report["std"] = {key: float(np.std([r[key] for r in runs])) for key in keys}
+    report["exposure_counts"] = exposure_counts(first_rec, core.n_items).tolist()  # first seed; Lorenz curves
     if protocol == "rollout":
         report["popular_share_per_step"] = np.mean([r["popular_share_per_step"] for r in runs], axis=0).tolist()
     return report

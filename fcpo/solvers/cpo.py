@@ -190,6 +190,17 @@ class StepResult:
         return self.nu > 0.0
 
 
+def _guard(step: "StepResult") -> "StepResult":
+    """Last line of defence: no NaN / inf direction and no NaN scalar ever leaves."""
+    if not bool(torch.isfinite(step.direction).all()):
+        raise ValueError(f"CPO step ({step.case}) is non-finite: inputs out of floating-point range")
+    for name in ("lam", "nu", "q", "r", "s", "A", "B", "predicted_reward_change",
+                 "predicted_cost_change", "predicted_kl"):
+        if math.isnan(getattr(step, name)):
+            raise ValueError(f"CPO step ({step.case}): {name} is NaN")
+    return step
+
+
 @dataclass(frozen=True)
 class UpdateResult:
     """A step plus its line search: ``params`` are the new flat parameters."""
@@ -302,8 +313,8 @@ def solve_cpo_dual(
     (appendix 10.2, with ``r -> -r``, ``delta -> 2 delta``).  ``A`` overrides
     ``q - r^2/s`` (negative values are clamped to 0).
     """
-    A = max(q - r * r / s if A is None else A, 0.0)
-    B = 2.0 * delta - c * c / s
+    A = max(q - r * (r / s) if A is None else A, 0.0)
+    B = 2.0 * delta - c * (c / s)
     inf = math.inf
     if c > 0:
         lm = -r / c
@@ -359,7 +370,7 @@ def trpo_step(
     g = _check_vec(g, "g")
     delta, iters, tol, _ = _options(config, delta, cg_iters, cg_residual_tol, None)
     res = _solve(hvp, g, iters, tol)
-    return _trpo_from(g, res.x, delta, CASE_TRPO, res, c=0.0)
+    return _guard(_trpo_from(g, res.x, delta, CASE_TRPO, res, c=0.0))
 
 
 def _trpo_from(g: Tensor, vg: Tensor, delta: float, case: str, cg: CGResult, c: float,
@@ -374,7 +385,7 @@ def _trpo_from(g: Tensor, vg: Tensor, delta: float, case: str, cg: CGResult, c: 
     pr = float(torch.dot(g, x))
     return StepResult(
         x, math.sqrt(q / (2.0 * delta)), 0.0, case, q=q, r=r, s=s,
-        A=(q - r * r / s) if s > 0 else 0.0, B=(2 * delta - c * c / s) if s > 0 else 0.0,
+        A=(q - r * (r / s)) if s > 0 else 0.0, B=(2 * delta - c * (c / s)) if s > 0 else 0.0,
         c=c, delta=delta, predicted_reward_change=pr, predicted_kl=0.5 * alpha * pr, cg=cg,
     )
 
@@ -428,7 +439,7 @@ def cpo_step(
     if float(torch.dot(b, b)) <= ctol:
         if c <= 0:
             res = _solve(hvp, g, iters, tol)
-            return _trpo_from(g, res.x, delta, CASE_TRPO_ZERO_COST_GRAD, res, c=c)
+            return _guard(_trpo_from(g, res.x, delta, CASE_TRPO_ZERO_COST_GRAD, res, c=c))
         return StepResult(torch.zeros_like(g), 0.0, 0.0, CASE_INFEASIBLE_ZERO_COST_GRAD, c=c, delta=delta)
 
     res = _solve(hvp, torch.stack([g, b]), iters, tol)
@@ -438,19 +449,19 @@ def cpo_step(
     r = float(torch.dot(b, vg))  # = g^T H^-1 b; this choice makes b^T x + c = 0 exact when active
     if not (math.isfinite(q) and math.isfinite(r) and math.isfinite(s)) or q < 0 or s <= 0:
         raise ValueError(f"invalid curvature q={q}, s={s}: hvp is not positive definite")
-    A = q - r * r / s
-    B = 2.0 * delta - c * c / s
+    A = q - r * (r / s)
+    B = 2.0 * delta - c * (c / s)
 
     if c > 0 and B < 0:  # eq. (14): no feasible point in the trust region
         beta = -math.sqrt(2.0 * delta / s)
         x = beta * vb
-        return StepResult(
+        return _guard(StepResult(
             x, 0.0, 0.0, CASE_INFEASIBLE_RECOVERY, q=q, r=r, s=s, A=A, B=B, c=c, delta=delta,
             predicted_reward_change=float(torch.dot(g, x)), predicted_cost_change=beta * s,
             predicted_kl=0.5 * beta * beta * s, cg=res,
-        )
+        ))
     if c < 0 and B <= 0:  # whole trust region feasible
-        return _trpo_from(g, vg, delta, CASE_TRPO_ALL_FEASIBLE, res, c=c, r=r, s=s)
+        return _guard(_trpo_from(g, vg, delta, CASE_TRPO_ALL_FEASIBLE, res, c=c, r=r, s=s))
 
     case = CASE_FEASIBLE_BOUNDARY if c <= 0 else CASE_INFEASIBLE_RECOVERABLE
     # A = q - r^2/s >= 0 by Cauchy-Schwarz; values at rounding level mean g is
@@ -465,11 +476,11 @@ def cpo_step(
     x = alpha * vg + beta * vb
     pr = float(torch.dot(g, x))
     pc = float(torch.dot(b, x))
-    return StepResult(
+    return _guard(StepResult(
         x, lam, nu, case, q=q, r=r, s=s, A=A, B=B, c=c, delta=delta,
         predicted_reward_change=pr, predicted_cost_change=pc,
         predicted_kl=0.5 * (alpha * pr + beta * pc), cg=res,
-    )
+    ))
 
 
 # --------------------------------------------------------------------------- updates

@@ -94,7 +94,7 @@ def fisher_vector_product(
     *,
     damping: float = 0.1,
     method: str = "autograd",
-    batched: bool = True,
+    batched: bool | None = None,
 ) -> Callable[[Tensor], Tensor]:
     """Return ``hvp(v) = (H + damping * I) v`` with ``H`` the Hessian of the mean KL.
 
@@ -115,7 +115,11 @@ def fisher_vector_product(
         ``"func"``: forward-over-reverse ``torch.func.jvp(torch.func.grad(kl))``.
     batched:
         Evaluate a stack ``V`` of shape ``(k, n)`` with one vectorised pass
-        (``is_grads_batched`` / ``torch.func.vmap``) instead of a loop.
+        (``is_grads_batched`` / ``torch.func.vmap``) instead of a loop over
+        rows.  Default (``None``): ``False`` for ``"autograd"`` (on CPU the
+        vmapped double backward measured ~1.4x slower than two plain ones, see
+        ``benchmarks/cpo_step.py``), ``True`` for ``"func"``.  Either way CG
+        makes one call per iteration for all right-hand sides.
 
     The returned ``hvp`` accepts ``v`` of shape ``(n,)`` or ``(k, n)`` and is
     suitable for :func:`~fcpo.solvers.conjugate_gradient`.  Non-finite values in
@@ -123,6 +127,8 @@ def fisher_vector_product(
     """
     if not isinstance(damping, (int, float)) or isinstance(damping, bool) or not (0.0 <= damping < float("inf")):
         raise ValueError(f"damping must be a finite number >= 0, got {damping!r}")
+    if batched is None:
+        batched = method == "func"
     ps = _as_list(params)
     shapes = [p.shape for p in ps]
     sizes = [p.numel() for p in ps]
