@@ -22,7 +22,7 @@ def test_quick_bench_writes_table_json_and_plots(tmp_path):
     for name in ("tradeoff", "lorenz", "long_term"):
         assert (out / f"synthetic_{name}.png").stat().st_size > 2000
     pop = next(r for r in payload["rows"] if r["method"] == "popularity")
-    assert pop["popularity_rate"] == pytest.approx(100.0)
+    assert pop["popularity_rate"] > 99.0  # G0 first; only users who saw most of G0 get a tail item
 
 
 def test_grid_jobs_cover_methods_alphas_and_seeds():
