@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-protocol", choices=("rollout", "ranking"), default="rollout",
                    help="protocol of the final test evaluation written to metrics.json")
     p.add_argument("--no-eval", action="store_true", help="skip the final test evaluation")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is fastest on a busy machine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -233,6 +235,12 @@ def main(argv=None) -> int:
 
 
 def _main(args) -> int:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CLIError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     from fcpo.runs import (CONFIG, LOG, environment_info, load_checkpoint, load_config, save_config, truncate_jsonl)
 
     if args.resume:
