@@ -70,6 +70,7 @@ class IALPConfig:
     # 2. reward model
     reward_hidden: int = 64
     reward_dim: int = 32
+    reward_text_dim: int = 32  # oracle text-feature columns of the reward model's item features (0 = none)
     reward_negatives: int = 4  # non-preferred candidates per preferred item
     reward_epochs: int = 20
     reward_lr: float = 3e-3
@@ -83,6 +84,8 @@ class IALPConfig:
     gamma: float = 0.9
     lam: float = 0.95
     hidden: int = 64
+    residual_user: bool = False  # False: the untrained actor knows nothing (the paper's setting); True: FCPO's
+    #   actor, whose untrained greedy policy is the MF ranker of the logged data
     critic_hidden: int = 128
     temperature: float = 0.1
     popularity_feature: float = 3.0
@@ -159,29 +162,54 @@ def build_oracle(config: IALPConfig, data, oracle=None):
 # ============================================================================ 2. reward model
 
 class PreferenceRewardModel(nn.Module):
-    """r_φ(s, i) = g(s) · h(v_i): a state tower (FCPO's attention encoder, t / T zeroed) and an item
-    tower over the actor's item features (ours)."""
+    """r_φ(s, i) = g(s) · h(f_i), a two-tower model (ours).
 
-    def __init__(self, item_features: torch.Tensor, n_history: int, user_dim: int, hidden: int = 64,
-                 out_dim: int = 32):
+    f_i = z-scored [actor item features (MF + log-popularity) | genre multi-hot | the oracle's text
+    features of the item (:meth:`fcpo.llm.oracle.PreferenceOracle.item_features`, zeros when the oracle
+    has none)], so the model can express the text-based preferences it learns from;
+    g(s) = MLP([mean of f over the history window | user embedding]).
+    """
+
+    def __init__(self, item_features: torch.Tensor, genres: torch.Tensor, n_history: int, user_dim: int,
+                 text_dim: int = 32, hidden: int = 64, out_dim: int = 32):
         super().__init__()
-        self.register_buffer("features", item_features.detach().float().clone())
-        self.n_items = self.features.shape[0]
-        self.encoder = StateEncoder(n_history, user_dim, hidden)
-        self.state_head = mlp([hidden, hidden, out_dim])
-        self.item_head = mlp([self.features.shape[1], hidden, out_dim])
+        base = torch.cat([item_features.detach().float(), genres.detach().float(),
+                          torch.zeros(item_features.shape[0], text_dim, device=item_features.device)], dim=1)
+        self.register_buffer("raw", base.clone())
+        self.register_buffer("features", _zscore(base))
+        self.n_items, n_feat = base.shape
+        self.text_dim, self.n_history, self.user_dim = int(text_dim), int(n_history), int(user_dim)
+        self.state_head = mlp([n_feat + user_dim, hidden, out_dim])
+        self.item_head = mlp([n_feat, hidden, out_dim])
 
-    def state_vectors(self, obs: torch.Tensor) -> torch.Tensor:
-        obs = torch.cat([obs[:, :-1], torch.zeros_like(obs[:, -1:])], dim=1)
-        return self.state_head(self.encoder(obs))
+    def set_text_features(self, text: np.ndarray | None) -> None:
+        """Write the oracle's item text features (at most ``text_dim`` columns) into f."""
+        if not self.text_dim:
+            return
+        block = torch.zeros(self.n_items, self.text_dim, device=self.raw.device)
+        if text is not None:
+            t = torch.as_tensor(np.asarray(text, dtype=np.float32)[:, :self.text_dim], device=self.raw.device)
+            block[:, :t.shape[1]] = t
+        self.raw[:, -self.text_dim:] = block
+        self.features.copy_(_zscore(self.raw))
 
-    def forward(self, obs: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Rewards [B, m] of items [B, m]."""
-        return torch.einsum("bd,bmd->bm", self.state_vectors(obs), self.item_head(self.features[items]))
+    def state_vectors(self, obs: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        start = self.n_history * self.user_dim
+        user = obs[:, start:start + self.user_dim]
+        pooled = self.features[history].mean(dim=1)
+        return self.state_head(torch.cat([pooled, user], dim=1))
 
-    def all_scores(self, obs: torch.Tensor) -> torch.Tensor:
+    def forward(self, obs: torch.Tensor, history: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Rewards [B, m] of items [B, m] in states (obs [B, obs_dim], history [B, N])."""
+        return torch.einsum("bd,bmd->bm", self.state_vectors(obs, history), self.item_head(self.features[items]))
+
+    def all_scores(self, obs: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """Rewards [B, n_items] of the whole catalogue."""
-        return self.state_vectors(obs) @ self.item_head(self.features).T
+        return self.state_vectors(obs, history) @ self.item_head(self.features).T
+
+
+def _zscore(x: torch.Tensor) -> torch.Tensor:
+    return (x - x.mean(dim=0)) / x.std(dim=0).clamp_min(1e-6)
 
 
 def preference_pairs(feedback, n_negatives: int, rng: np.random.Generator):
@@ -198,7 +226,7 @@ def preference_pairs(feedback, n_negatives: int, rng: np.random.Generator):
 
 
 def train_reward_model(model: PreferenceRewardModel, obs: np.ndarray, feedback, config: IALPConfig,
-                       rng: np.random.Generator, generator: torch.Generator, device) -> dict:
+                       rng: np.random.Generator, generator: torch.Generator, device="cpu") -> dict:
     """Bradley-Terry fit on 90 % of the queried states; accuracy on the other 10 % (ours)."""
     n_states = obs.shape[0]
     perm = rng.permutation(n_states)
@@ -207,6 +235,7 @@ def train_reward_model(model: PreferenceRewardModel, obs: np.ndarray, feedback, 
     state, pos, neg = preference_pairs(feedback, config.reward_negatives, rng)
     is_train = np.isin(state, train_states)
     obs_t = torch.as_tensor(obs, device=device)
+    hist_t = torch.as_tensor(feedback.histories, device=device)
     tr = [torch.as_tensor(x[is_train], device=device) for x in (state, pos, neg)]
     opt = torch.optim.Adam(model.parameters(), lr=config.reward_lr, weight_decay=1e-5)
     losses = []
@@ -217,7 +246,8 @@ def train_reward_model(model: PreferenceRewardModel, obs: np.ndarray, feedback, 
         total = 0.0
         for lo in range(0, n, config.reward_batch):
             idx = order[lo:lo + config.reward_batch]
-            r = model(obs_t[tr[0][idx]], torch.stack([tr[1][idx], tr[2][idx]], dim=1))
+            st = tr[0][idx]
+            r = model(obs_t[st], hist_t[st], torch.stack([tr[1][idx], tr[2][idx]], dim=1))
             loss = nn.functional.softplus(-(r[:, 0] - r[:, 1])).mean()  # −log σ(r⁺ − r⁻)
             opt.zero_grad()
             loss.backward()
@@ -229,9 +259,10 @@ def train_reward_model(model: PreferenceRewardModel, obs: np.ndarray, feedback, 
     if n_val:
         va = ~is_train
         with torch.no_grad():
-            r = model(obs_t[torch.as_tensor(state[va])], torch.as_tensor(np.stack([pos[va], neg[va]], 1)))
-            rand = torch.as_tensor(rng.integers(0, model.n_items, int(va.sum())))
-            r_rand = model(obs_t[torch.as_tensor(state[va])], torch.stack([torch.as_tensor(pos[va]), rand], 1))
+            st = torch.as_tensor(state[va], device=device)
+            r = model(obs_t[st], hist_t[st], torch.as_tensor(np.stack([pos[va], neg[va]], 1), device=device))
+            rand = torch.as_tensor(rng.integers(0, model.n_items, int(va.sum())), device=device)
+            r_rand = model(obs_t[st], hist_t[st], torch.stack([torch.as_tensor(pos[va], device=device), rand], 1))
         stats["reward_val_pair_acc"] = float((r[:, 0] > r[:, 1]).float().mean())
         stats["reward_val_vs_random"] = float((r_rand[:, 0] > r_rand[:, 1]).float().mean())
     return stats
@@ -320,9 +351,10 @@ class IALPAgent:
         feats = torch.as_tensor(item_features(self.env_data.item_embeddings, self.env_data.train_counts,
                                               cfg.popularity_feature), device=self.device)
         self.actor = SlateActor(feats, core.n_hist, core.k, "softmax", cfg.hidden, 0.1, cfg.temperature,
-                                user_dim=core.dim).to(self.device)
-        self.reward_model = PreferenceRewardModel(feats, core.n_hist, core.dim, cfg.reward_hidden,
-                                                  cfg.reward_dim).to(self.device)
+                                residual_user=cfg.residual_user, user_dim=core.dim).to(self.device)
+        genres = torch.as_tensor(self.env_data.data.item_genres, device=self.device)
+        self.reward_model = PreferenceRewardModel(feats, genres, core.n_hist, core.dim, cfg.reward_text_dim,
+                                                  cfg.reward_hidden, cfg.reward_dim).to(self.device)
         self.value_r = ValueCritic(core.obs_dim, cfg.critic_hidden).to(self.device)
         self.value_c = ValueCritic(core.obs_dim, cfg.critic_hidden).to(self.device)
         if variant == "ialp-ap":
@@ -357,6 +389,7 @@ class IALPAgent:
         rows, hist = sample_states(self.env_data.split, cfg.oracle_states, self.rng)
         feedback = query_preferences(oracle, hist, cfg.oracle_candidates, cfg.n_preferred, self.rng)
         obs = state_observations(self.env_data, rows, hist)
+        self.reward_model.set_text_features(oracle.item_features(cfg.reward_text_dim) if cfg.reward_text_dim else None)
         stats = train_reward_model(self.reward_model, obs, feedback, cfg, self.rng, self.generator, self.device)
         stats.update(oracle_is_llm=float(oracle.is_llm), oracle_states=float(len(hist)))
         self.oracle_name, self.stage = oracle.name, max(self.stage, 1)
@@ -365,10 +398,11 @@ class IALPAgent:
         return stats
 
     @torch.no_grad()
-    def _offline_click_logits(self, obs: np.ndarray, slates: np.ndarray) -> np.ndarray:
+    def _offline_click_logits(self, obs: np.ndarray, history: np.ndarray, slates: np.ndarray) -> np.ndarray:
         """The learned user model of step 3: (r_φ(s, i) − q_s) / (τ σ_s) (ours)."""
         cfg = self.config
-        s = self.reward_model.all_scores(torch.as_tensor(obs, device=self.device))
+        s = self.reward_model.all_scores(torch.as_tensor(obs, device=self.device),
+                                         torch.as_tensor(history, device=self.device))
         q = torch.quantile(s, cfg.reward_quantile, dim=1, keepdim=True)
         sd = s.std(dim=1, keepdim=True).clamp_min(1e-6)
         r = torch.gather(s, 1, torch.as_tensor(slates, device=self.device))

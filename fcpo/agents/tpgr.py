@@ -203,16 +203,18 @@ class TPGRAgent:
             losses.append(total)
         steps = valid.sum().clamp(min=1)
         cost_per_step = float(batch["costs"].sum() / steps)
-        self.lagrange.update(cost_per_step)
+        self.lagrange.update(cost_per_step)  # per-step units: J_C / step vs d = alpha' K
         self.iteration = iteration + 1
         e = valid.shape[1]
+        ep_len = float(valid.sum() / e)
         return {
             "reward": float(batch["rewards"].sum() / e),  # mean undiscounted episode return
-            "cost": cost_per_step,  # popular items per step (same unit as cost_limit)
-            "cost_limit": float(self.cost_limit),
+            "cost": float(batch["costs"].sum() / e),  # mean episode cost (popular items shown)
+            "cost_limit": float(self.cost_limit * ep_len),  # alpha' K per step, over the mean episode length
+            "cost_per_step": cost_per_step,
+            "popular_share": cost_per_step / self.k,
             "lambda": self.lagrange.item(),
-            "episode_cost": float(batch["costs"].sum() / e),
-            "episode_length": float(valid.sum() / e),
+            "episode_length": ep_len,
             "loss": float(np.mean(losses)),
         }
 

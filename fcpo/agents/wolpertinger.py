@@ -398,8 +398,9 @@ class WolpertingerAgent:
             cost += c_t * alive
             steps += alive
             obs = next_obs
-        return {"reward": float(ret.mean()), "episode_cost": float(cost.mean()),
-                "cost": float(cost.sum() / steps.sum().clamp(min=1)), "episode_length": float(steps.mean())}
+        per_step = float(cost.sum() / steps.sum().clamp(min=1))
+        return {"reward": float(ret.mean()), "cost": float(cost.mean()), "cost_per_step": per_step,
+                "popular_share": per_step / self.k, "episode_length": float(steps.mean())}
 
     # ------------------------------------------------------------------------------------ update
     def update(self) -> dict[str, float]:
@@ -436,10 +437,10 @@ class WolpertingerAgent:
         losses = []
         if self.buffer.size >= max(cfg.warmup, cfg.batch_size):
             losses = [self.update() for _ in range(cfg.updates_per_iteration)]
-        self.lagrange.update(metrics["cost"])
+        self.lagrange.update(metrics["cost_per_step"])  # per-step units: J_C / step vs d = alpha' K
         self._sync_lambda()
         self.iteration = iteration + 1
-        metrics.update(cost_limit=float(self.cost_limit), **{"lambda": self.lagrange.item()},
+        metrics.update(cost_limit=float(self.cost_limit * metrics["episode_length"]), **{"lambda": self.lagrange.item()},
                        critic_loss=float(np.mean([m["critic_loss"] for m in losses])) if losses else float("nan"),
                        actor_loss=float(np.mean([m["actor_loss"] for m in losses])) if losses else float("nan"),
                        buffer_size=float(self.buffer.size), k_nn=float(self.k_nn))

@@ -239,7 +239,7 @@ def get_sim_data(key: EnvDataKey, sim_dim: int = 16, sim_seed: int = 0) -> SimDa
 class SimCore:
     """Vectorised simulation of ``num_envs`` user sessions (see the module docstring).
 
-    ``click_model(obs [n, obs_dim], slates [n, K]) -> logits [n, K]`` replaces the calibrated-rating
+    ``click_model(obs [n, obs_dim], history [n, N], slates [n, K]) -> logits [n, K]`` replaces the calibrated-rating
     click logits when given (the iALP agents use this to roll out in a *learned* reward model); the
     popularity term, leaving and drift still follow ``params``.
     """
@@ -316,7 +316,8 @@ class SimCore:
             rating = self.base[e, slates] + self.sim.calib_b * drift
             logits = (rating - prm.rating_center) / prm.click_temperature
         else:
-            logits = np.asarray(self.click_model(self.observe(e[:, 0]), slates), dtype=np.float64)
+            logits = np.asarray(self.click_model(self.observe(e[:, 0]), self.history[e[:, 0]], slates),
+                                dtype=np.float64)
         logits = logits + prm.popularity_sensitivity * self.sim.popularity_z[slates]
         dup = ((slates[:, :, None] == slates[:, None, :]) & self._strict_lower).any(axis=2)
         fresh = ~self.shown[e, slates] & ~dup

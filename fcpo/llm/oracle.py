@@ -121,6 +121,11 @@ class PreferenceOracle:
     def _score(self, histories: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def item_features(self, dim: int = 32) -> np.ndarray | None:
+        """[n_items, <= dim] text features of the items as this oracle sees them (None: no such view);
+        the iALP reward model may read them (ours)."""
+        return None
+
     def prefer(self, histories, candidates, m: int) -> np.ndarray:
         candidates = np.atleast_2d(np.asarray(candidates, dtype=np.int64))
         if not 1 <= m <= candidates.shape[1]:
@@ -188,6 +193,10 @@ class EmbeddingOracle(PreferenceOracle):
         if self._items is None:
             self._items = self.encode(self.catalogue.texts)
         return self._items
+
+    def item_features(self, dim: int = 32) -> np.ndarray:
+        """The item embeddings projected on their top ``dim`` principal directions."""
+        return _principal(self.item_embeddings, dim)
 
     def _score(self, histories, candidates):
         prof = self.encode(self.catalogue.profiles(histories))  # [B, d]
@@ -287,10 +296,34 @@ class TfidfOracle(PreferenceOracle):
         q = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(texts), self.matrix.shape[1]))
         return self._l2(q @ sp.diags(self.idf))
 
+    def item_features(self, dim: int = 32) -> np.ndarray:
+        """Latent semantic analysis: the TF-IDF rows projected on their top ``dim`` singular directions."""
+        return _principal(self.matrix, dim, centre=False)
+
     def _score(self, histories, candidates):
         prof = self.vectorize(self.catalogue.profiles(histories))
         sims = np.asarray((prof @ self.matrix.T).todense())  # [B, n_items]; catalogues are small
         return np.take_along_axis(sims, candidates, axis=1)
+
+
+def _principal(x, dim: int, centre: bool = True) -> np.ndarray:
+    """Rows of ``x`` (dense, or sparse and uncentred) on their top ``dim`` right singular directions,
+    scaled by the singular values; deterministic (fixed start vector, signs fixed)."""
+    k = max(1, min(int(dim), min(x.shape) - 1))
+    if sp.issparse(x) and not centre:
+        from scipy.sparse.linalg import svds
+
+        u, s, _ = svds(sp.csr_matrix(x, dtype=np.float64), k=k, v0=np.ones(min(x.shape)) / np.sqrt(min(x.shape)))
+        order = np.argsort(-s)
+        u, s = u[:, order], s[order]
+    else:
+        dense = np.asarray(x.todense() if sp.issparse(x) else x, dtype=np.float64)
+        if centre:
+            dense = dense - dense.mean(axis=0, keepdims=True)
+        u, s, _ = np.linalg.svd(dense, full_matrices=False)
+        u, s = u[:, :k], s[:k]
+    sign = np.sign(u[np.abs(u).argmax(axis=0), np.arange(u.shape[1])])
+    return (u * sign * s).astype(np.float32)
 
 
 ORACLES = ("tfidf", "minilm", "lm")

@@ -87,15 +87,36 @@ class SlateActor(Policy):
         return self.distribution(obs).log_prob(action).sum(dim=1)
 
     def decode(self, action: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
-        """Items from W: slot j = argmax_i (W_j · v_i) over items not excluded nor picked before."""
+        """Items from W: slot j = argmax_i (W_j · v_i) over items not excluded nor picked by slots < j.
+
+        Equivalent to K sequential masked argmaxes, computed from each row's top-K
+        list (slot j can lose at most j items to earlier slots, so its answer is
+        the first of its top K not taken): one top-k over the catalogue, then
+        O(K²) work per user.
+        """
         w = action.view(-1, self.k, self.dim)
         scores = w @ self.items.T  # [B, K, n_items]
+        if exclude is not None:
+            scores = scores.masked_fill(exclude.unsqueeze(1), float("-inf"))
+        cand = torch.topk(scores, self.k, dim=2).indices  # [B, K, K]: row j's best K items
+        b = scores.shape[0]
+        picks = torch.empty(b, self.k, dtype=torch.long, device=scores.device)
+        for j in range(self.k):  # K slots, vectorised over users
+            c = cand[:, j]
+            free = ~(c.unsqueeze(2) == picks[:, :j].unsqueeze(1)).any(dim=2) if j else torch.ones_like(c, dtype=torch.bool)
+            picks[:, j] = c.gather(1, free.float().argmax(dim=1, keepdim=True)).squeeze(1)
+        return picks
+
+    def decode_reference(self, action: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """The definition of :meth:`decode`: K sequential masked argmaxes (kept for tests)."""
+        w = action.view(-1, self.k, self.dim)
+        scores = w @ self.items.T
         taken = torch.zeros(scores.shape[0], self.n_items, dtype=torch.bool, device=scores.device)
         if exclude is not None:
             taken |= exclude
         picks = []
         rows = torch.arange(scores.shape[0], device=scores.device)
-        for j in range(self.k):  # K slots, vectorised over users and items
+        for j in range(self.k):
             pick = scores[:, j].masked_fill(taken, float("-inf")).argmax(dim=1)
             picks.append(pick)
             taken[rows, pick] = True
