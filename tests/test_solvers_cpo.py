@@ -481,3 +481,11 @@ def test_bad_hessian_raises_value_error(hvp):
         cpo_step(g, b, -0.1, 0.01, hvp)
     with pytest.raises(ValueError):
         trpo_step(g, 0.01, hvp)
+
+
+def test_overflow_raises_instead_of_nan():
+    g, b = _good()
+    with pytest.raises(ValueError):
+        cpo_step(g * 1e200, b * 1e200, -0.1, 0.01, lambda v: v * 1e200)
+    with pytest.raises(ValueError):
+        trpo_step(g * 1e300, 0.01, lambda v: v * 1e300)

@@ -45,7 +45,7 @@ from torch import nn
 
 from fcpo.agents.base import register_agent
 from fcpo.agents.cpo import _np_state_from_tensors, _np_state_to_tensors, item_features
-from fcpo.agents.rollout import Batch, collect, slot_advantages
+from fcpo.agents.rollout import Batch, discounted_sum, gae, slot_advantages
 from fcpo.envs.config import FairEnvConfig
 from fcpo.envs.simulator import SIM_PRESETS, MovieLensSimVectorEnv, SimEnvConfig
 from fcpo.metrics import gini_fcpo
@@ -54,6 +54,7 @@ from fcpo.policies.base import Policy, SlateState, gumbel_topk, masked_topk, pla
 from fcpo.policies.networks import StateEncoder, ValueCritic, mlp
 
 VARIANTS = ("ialp", "ialp-ft", "ialp-ap")
+NEGATIVES = ("candidates", "uniform", "mixed")
 
 
 @dataclass
@@ -67,6 +68,9 @@ class IALPConfig:
     oracle_states: int = 512
     oracle_candidates: int = 50
     n_preferred: int = 5
+    candidate_sampling: str = "popularity"  # candidates ∝ training count + 1 ("popularity") or "uniform"
+    negative_sampling: str = "mixed"  # i⁻: "candidates" the oracle ranked lower, "uniform" catalogue items, or
+    #   "mixed" (alternating)
     # 2. reward model
     reward_hidden: int = 64
     reward_dim: int = 32
@@ -115,6 +119,10 @@ class IALPConfig:
                      "reward_negatives"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.candidate_sampling not in ("popularity", "uniform"):
+            raise ValueError(f"candidate_sampling must be 'popularity' or 'uniform', got {self.candidate_sampling!r}")
+        if self.negative_sampling not in NEGATIVES:
+            raise ValueError(f"negative_sampling must be one of {NEGATIVES}, got {self.negative_sampling!r}")
         if self.pretrain_iterations < 0:
             raise ValueError(f"pretrain_iterations must be >= 0, got {self.pretrain_iterations!r}")
         if not 0.0 < self.reward_quantile < 1.0:
@@ -212,9 +220,14 @@ def _zscore(x: torch.Tensor) -> torch.Tensor:
     return (x - x.mean(dim=0)) / x.std(dim=0).clamp_min(1e-6)
 
 
-def preference_pairs(feedback, n_negatives: int, rng: np.random.Generator):
-    """(state index, preferred item, non-preferred item) triples: each preferred item against
-    ``n_negatives`` candidates the oracle ranked below its top ``m`` (drawn with replacement)."""
+def preference_pairs(feedback, n_negatives: int, rng: np.random.Generator, mode: str = "mixed",
+                     n_items: int | None = None):
+    """(state index, preferred item, sampled item) triples: each preferred item against ``n_negatives``
+    sampled items -- candidates the oracle ranked below its top m (``"candidates"``), uniform catalogue
+    items outside the state's preferred set (``"uniform"``), or alternately one and the other
+    (``"mixed"``; ours)."""
+    if mode not in NEGATIVES:
+        raise ValueError(f"mode must be one of {NEGATIVES}, got {mode!r}")
     s, m = feedback.preferred.shape
     c = feedback.candidates.shape[1]
     order = np.argsort(-feedback.scores, axis=1, kind="stable")
@@ -222,6 +235,17 @@ def preference_pairs(feedback, n_negatives: int, rng: np.random.Generator):
     state = np.repeat(np.arange(s), m * n_negatives)
     pos = np.repeat(feedback.preferred.reshape(-1), n_negatives)
     neg = rest[state, rng.integers(0, c - m, len(state))]
+    if mode != "candidates":
+        n_items = int(n_items if n_items is not None else feedback.candidates.max() + 1)
+        uniform = rng.integers(0, n_items, len(state))
+        # redraw the (rare) draws that hit a preferred item of the state
+        for _ in range(10):
+            clash = (feedback.preferred[state] == uniform[:, None]).any(axis=1)
+            if not clash.any():
+                break
+            uniform[clash] = rng.integers(0, n_items, int(clash.sum()))
+        use = np.ones(len(state), dtype=bool) if mode == "uniform" else (np.arange(len(state)) % 2 == 1)
+        neg = np.where(use, uniform, neg)
     return state, pos, neg
 
 
@@ -232,7 +256,8 @@ def train_reward_model(model: PreferenceRewardModel, obs: np.ndarray, feedback, 
     perm = rng.permutation(n_states)
     n_val = max(1, n_states // 10) if n_states >= 10 else 0
     val_states, train_states = perm[:n_val], perm[n_val:]
-    state, pos, neg = preference_pairs(feedback, config.reward_negatives, rng)
+    state, pos, neg = preference_pairs(feedback, config.reward_negatives, rng, config.negative_sampling,
+                                       model.n_items)
     is_train = np.isin(state, train_states)
     obs_t = torch.as_tensor(obs, device=device)
     hist_t = torch.as_tensor(feedback.histories, device=device)
@@ -269,6 +294,25 @@ def train_reward_model(model: PreferenceRewardModel, obs: np.ndarray, feedback, 
 
 
 # ============================================================================ policies
+
+def fast_plackett_luce(scores: torch.Tensor, items: torch.Tensor, exclude: torch.Tensor | None = None,
+                       floor: float = 1e-6) -> torch.Tensor:
+    """Per-slot Plackett-Luce log-probabilities [B, K] of distinct ``items`` with one logsumexp:
+    term_j = log p_{i_j} − log(1 − Σ_{l<j} p_{i_l}), p = softmax(scores) over non-excluded items.
+    Equal to :func:`fcpo.policies.base.plackett_luce_log_prob` (``per_slot=True``) while the mass left
+    after the earlier picks exceeds ``floor``; floored below it (a near-deterministic slate)."""
+    if exclude is not None:
+        scores = scores.masked_fill(exclude, float("-inf"))
+    log_p = torch.gather(scores, 1, items) - torch.logsumexp(scores, dim=1, keepdim=True)
+    p = log_p.double().exp()
+    left = (1.0 - (torch.cumsum(p, dim=1) - p)).clamp_min(floor)
+    return log_p - torch.log(left).to(log_p.dtype)
+
+
+def policy_scores(policy, obs: torch.Tensor) -> torch.Tensor:
+    """Plackett-Luce scores [B, n_items] of the softmax actor or the A-iALP_ap mixture."""
+    return policy.log_mixture(obs) if isinstance(policy, MixturePolicy) else item_logits(policy, obs)
+
 
 def item_logits(actor: SlateActor, obs: torch.Tensor) -> torch.Tensor:
     """The softmax actor's item scores q(s)·v_i / τ [B, n_items]."""
@@ -387,7 +431,9 @@ class IALPAgent:
         cfg = self.config
         oracle = build_oracle(cfg, self.env_data.data, oracle or self._oracle)
         rows, hist = sample_states(self.env_data.split, cfg.oracle_states, self.rng)
-        feedback = query_preferences(oracle, hist, cfg.oracle_candidates, cfg.n_preferred, self.rng)
+        weights = self.env_data.train_counts + 1.0 if cfg.candidate_sampling == "popularity" else None
+        feedback = query_preferences(oracle, hist, cfg.oracle_candidates, cfg.n_preferred, self.rng,
+                                     weights=weights)
         obs = state_observations(self.env_data, rows, hist)
         self.reward_model.set_text_features(oracle.item_features(cfg.reward_text_dim) if cfg.reward_text_dim else None)
         stats = train_reward_model(self.reward_model, obs, feedback, cfg, self.rng, self.generator, self.device)
@@ -494,8 +540,8 @@ class IALPAgent:
     def _collect(self, env, policy, users) -> Batch:
         cfg = self.config
         policy.eval()
-        return collect(env, policy, self.value_r, self.value_c, users, self.device, cfg.gamma, cfg.lam, cfg.gamma,
-                       cfg.lam, 1.0, self.generator)
+        return sim_collect(env, policy, self.value_r, self.value_c, users, self.device, cfg.gamma, cfg.lam,
+                           self.generator)
 
     def _update(self, batch: Batch, policy, bonus: torch.Tensor | None) -> dict:
         """PPO-clip with per-slot credit (FCPO's slot_advantages) + critic regression."""
@@ -509,8 +555,8 @@ class IALPAgent:
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         n_items = self.env_data.n_items
         with torch.no_grad():
-            old = torch.cat([policy.action_log_prob(batch.obs[i], batch.items[i],
-                                                    batch.exclude_mask(i, n_items), per_slot=True)
+            old = torch.cat([fast_plackett_luce(policy_scores(policy, batch.obs[i]), batch.items[i],
+                                                batch.exclude_mask(i, n_items))
                              for i in torch.arange(batch.size, device=self.device).split(cfg.ppo_batch)])
         params = [p for g in self.opt_pi.param_groups for p in g["params"]]
         policy.train()
@@ -518,8 +564,8 @@ class IALPAgent:
         for _ in range(cfg.ppo_epochs):
             perm = torch.randperm(batch.size, device=self.device, generator=self.generator)
             for idx in perm.split(cfg.ppo_batch):
-                logp = policy.action_log_prob(batch.obs[idx], batch.items[idx], batch.exclude_mask(idx, n_items),
-                                              per_slot=True)
+                logp = fast_plackett_luce(policy_scores(policy, batch.obs[idx]), batch.items[idx],
+                                          batch.exclude_mask(idx, n_items))
                 ratio = torch.exp(logp - old[idx])
                 a = adv[idx]
                 loss = -torch.min(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a).sum(dim=1).mean()
@@ -577,6 +623,69 @@ class IALPAgent:
         self.stage, self.pretrain_done = int(state["stage"]), int(state["pretrain_done"])
         self.interactions = int(state["interactions"])
         self.pretrain_stats = dict(state.get("pretrain_stats", {}))
+
+
+@torch.no_grad()
+def sim_collect(env: MovieLensSimVectorEnv, actor, value_r, value_c, users: np.ndarray, device, gamma: float,
+                lam: float, generator: torch.Generator | None = None) -> Batch:
+    """Roll ``users`` once each through a simulator vector env (autoreset disabled) and compute GAE(λ)
+    for reward (clicks) and cost; the simulator's counterpart of :func:`fcpo.agents.rollout.collect`
+    (same :class:`~fcpo.agents.rollout.Batch`; episodes may all end before T when users leave)."""
+    n = env.num_envs
+    obs, _ = env.reset(options={"users": users})
+    core = env.core
+    horizon, k, n_hist = core.horizon, core.k, core.n_hist
+    n_shown = n_hist + k * horizon
+    obs_buf = np.zeros((horizon, n, obs.shape[1]), np.float32)
+    rew, cst = np.zeros((horizon, n)), np.zeros((horizon, n))
+    slot_rew, slot_cst = np.zeros((horizon, n, k)), np.zeros((horizon, n, k))
+    alive = np.zeros((horizon, n), dtype=bool)
+    shown = np.full((horizon, n, n_shown), -1, dtype=np.int64)
+    shown_now = np.full((n, n_shown), -1, dtype=np.int64)
+    shown_now[:, :n_hist] = core.history
+    acts, logps = [], []
+    done = np.zeros(n, dtype=bool)
+    used = horizon
+    for t in range(horizon):  # over time steps; users are batched
+        alive[t], obs_buf[t], shown[t] = ~done, obs, shown_now
+        exclude = torch.as_tensor(~env.action_masks(), device=device)
+        scores = policy_scores(actor, torch.as_tensor(obs, device=device))
+        items = gumbel_topk(scores, k, exclude, generator)
+        logp = fast_plackett_luce(scores, items, exclude).sum(dim=1)
+        items_np = items.cpu().numpy()
+        slot_cst[t] = env.grouping.is_popular[items_np]
+        obs, r, term, trunc, info = env.step(items_np)
+        rew[t], cst[t], slot_rew[t] = r, info["cost"], info["clicks"]
+        shown_now[:, n_hist + k * t: n_hist + k * (t + 1)] = items_np
+        acts.append(items)
+        logps.append(logp)
+        done = done | term | trunc
+        if done.all():
+            used = t + 1
+            break
+    obs_buf, rew, cst, alive, shown = obs_buf[:used], rew[:used], cst[:used], alive[:used], shown[:used]
+    slot_rew, slot_cst = slot_rew[:used], slot_cst[:used]
+    obs_t = torch.as_tensor(obs_buf.reshape(-1, obs_buf.shape[-1]), device=device)
+    v_r = value_r(obs_t).cpu().numpy().reshape(used, n)
+    v_c = value_c(obs_t).cpu().numpy().reshape(used, n)
+    adv_r, ret_r = gae(rew, v_r, alive, gamma, lam)
+    adv_c, ret_c = gae(cst, v_c, alive, gamma, lam)
+    flat = alive.reshape(-1)
+    sel = torch.as_tensor(np.flatnonzero(flat), device=device)
+
+    def pick(x):
+        return torch.as_tensor(x.reshape(-1, *x.shape[2:])[flat], device=device, dtype=torch.float32)
+
+    items = torch.stack(acts).reshape(-1, k)[sel]
+    return Batch(obs=obs_t[sel], action=items, items=items, log_prob=torch.stack(logps).reshape(-1)[sel],
+                 shown=torch.as_tensor(shown.reshape(-1, n_shown)[flat], device=device),
+                 slot_reward=pick(slot_rew), slot_cost=pick(slot_cst), reward=pick(rew), cost=pick(cst),
+                 adv_r=pick(adv_r), adv_c=pick(adv_c), ret_r=pick(ret_r), ret_c=pick(ret_c), n_episodes=n,
+                 ep_reward=(rew * alive).sum(0), ep_cost=(cst * alive).sum(0),
+                 ep_disc_cost=discounted_sum(cst, alive, gamma), ep_disc_limit=discounted_sum(
+                     np.full_like(cst, float(k)), alive, gamma), ep_length=alive.sum(0),
+                 popular_share=float((cst * alive).sum() / max(alive.sum() * k, 1)),
+                 exposure=np.bincount(items.cpu().numpy().ravel(), minlength=core.n_items))
 
 
 def replace_sim(config: SimEnvConfig, **overrides) -> SimEnvConfig:

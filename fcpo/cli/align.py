@@ -5,7 +5,12 @@
                --max-train-users 64 --max-test-users 64
 
 Every method starts from the same SFT model; DPO/S-DPO use it as the reference, SPRec as its
-first player.  Evaluation on the test split (history = ``split.test_initial``):
+first player.  The LM backbone learns one sample per user (the last train target of a random
+``--max-train-users`` subset); its SFT, DPO and S-DPO prompts list the sample's 20 candidates
+(S-DPO), its SPRec iterations use the open prompt without a list (SPRec), whose greedy or
+sampled answer, grounded to the catalogue, is the self-play negative.
+
+Evaluation on the test split (history = ``split.test_initial``):
 
 * S-DPO protocol (Chen et al. 2024): one sample per test user (the first test target) with a
   list of 20 candidates (19 random never-rated items + the target, seeded); HR@1 and

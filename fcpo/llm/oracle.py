@@ -358,18 +358,26 @@ class PreferenceFeedback:
 
 
 def query_preferences(oracle: PreferenceOracle, histories: np.ndarray, n_candidates: int, n_preferred: int,
-                      rng: np.random.Generator, batch_size: int = 64) -> PreferenceFeedback:
-    """Ask ``oracle`` for the top ``n_preferred`` of ``n_candidates`` items drawn uniformly per state from
-    the items outside its history (our candidate sampling), in batches of ``batch_size`` states."""
+                      rng: np.random.Generator, batch_size: int = 64,
+                      weights: np.ndarray | None = None) -> PreferenceFeedback:
+    """Ask ``oracle`` for the top ``n_preferred`` of ``n_candidates`` items drawn per state from the items
+    outside its history, without replacement, uniformly or with probability ∝ ``weights`` (e.g. training
+    popularity: what a candidate generator over the logged data would offer; ours), in batches of
+    ``batch_size`` states."""
     histories = np.atleast_2d(np.asarray(histories, dtype=np.int64))
     n_items = oracle.catalogue.n_items
     if not 1 <= n_preferred < n_candidates <= n_items - histories.shape[1]:
         raise ValueError(f"need 1 <= n_preferred ({n_preferred}) < n_candidates ({n_candidates}) <= "
                          f"items outside the history ({n_items - histories.shape[1]})")
-    keys = rng.random((len(histories), n_items))
+    keys = rng.gumbel(size=(len(histories), n_items))
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (n_items,) or np.any(w <= 0) or not np.all(np.isfinite(w)):
+            raise ValueError(f"weights must be {n_items} positive finite numbers")
+        keys += np.log(w)[None, :]
     rows, cols = np.nonzero(histories >= 0)
-    keys[rows, histories[rows, cols]] = np.inf
-    candidates = np.argsort(keys, axis=1)[:, :n_candidates]  # uniform without replacement, history excluded
+    keys[rows, histories[rows, cols]] = -np.inf
+    candidates = np.argsort(-keys, axis=1)[:, :n_candidates]  # Gumbel top-k: sampling without replacement
     scores = np.concatenate([oracle.score(histories[s:s + batch_size], candidates[s:s + batch_size])
                              for s in range(0, len(histories), batch_size)]) if len(histories) else \
         np.zeros((0, n_candidates))

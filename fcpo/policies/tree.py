@@ -299,25 +299,34 @@ class TreePolicy(Policy):
         self.biases = nn.ParameterList([nn.Parameter(torch.zeros(c ** lv, c)) for lv in range(tree.depth)])
 
     # -- helpers
-    def _node_logits(self, h: torch.Tensor, level: int, nodes: torch.Tensor | None) -> torch.Tensor:
+    def _level_logits(self, h: torch.Tensor, level: int) -> torch.Tensor:
+        """Logits of every node of ``level`` at once: one GEMM, [B, c^l, c]."""
+        w, b = self.weights[level], self.biases[level]
+        return (h @ w.permute(1, 0, 2).reshape(w.shape[1], -1)).reshape(h.shape[0], -1, w.shape[-1]) + b
+
+    def _use_level_gemm(self, level: int, nodes_per_row: int, rows: int) -> bool:
+        """One GEMM over all c^l heads beats gathering each asked node's head (a memory-bound copy,
+        ~30x slower per flop) while c^l <= 32 * nodes asked per state, and fits in 2^26 floats."""
+        width = self.weights[level].shape[0]
+        return width <= 32 * nodes_per_row and rows * width * self.tree.branching <= 1 << 26
+
+    def _node_logits(self, h: torch.Tensor, level: int, nodes: torch.Tensor | None,
+                     full: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of the children of ``nodes`` [B, ...] of ``level`` for states h [B, H] -> [B, ..., c].
 
-        Two exact evaluations: gather each node's head and bmm (O(B * k * H * c), the decision-time path,
-        eq. 7-17), or, when the level is narrow compared with the nodes asked per state, one GEMM over
-        all c^l heads of the level followed by a gather (GEMMs beat weight gathers by ~30x per flop).
+        Exact either way: gather each node's head and bmm (O(B * k * H * c), the decision-time path,
+        eq. 7-17), or pick rows of the level's full logits ``full`` / :meth:`_level_logits`.
         """
         w, b = self.weights[level], self.biases[level]
         if level == 0:
             out = h @ w[0] + b[0]
             return out if nodes is None else out.reshape(h.shape[0], *([1] * (nodes.dim() - 1)), -1).expand(*nodes.shape, -1)
         bsz, c = h.shape[0], w.shape[-1]
-        per_row = nodes[0].numel()
-        if w.shape[0] <= 32 * per_row:
-            full = (h @ w.permute(1, 0, 2).reshape(w.shape[1], -1)).reshape(bsz, -1, c) + b  # [B, c^l, c]
-            flat = nodes.reshape(bsz, -1)
-            out = torch.gather(full, 1, flat[..., None].expand(-1, -1, c))
-            return out.reshape(*nodes.shape, c)
         flat = nodes.reshape(bsz, -1)
+        if full is None and self._use_level_gemm(level, flat.shape[1], bsz):
+            full = self._level_logits(h, level)
+        if full is not None:
+            return torch.gather(full, 1, flat[..., None].expand(-1, -1, c)).reshape(*nodes.shape, c)
         hk = h[:, None, :].expand(bsz, flat.shape[1], h.shape[-1]).reshape(-1, 1, h.shape[-1])
         out = torch.bmm(hk, w[flat.reshape(-1)]).squeeze(1) + b[flat.reshape(-1)]
         return out.reshape(*nodes.shape, c)
@@ -383,6 +392,8 @@ class TreePolicy(Policy):
         ar = torch.arange(c, device=h.device)
         leaves = torch.zeros(b, 0, dtype=torch.long, device=h.device)
         root_logits = self._node_logits(h, 0, None)  # the root's softmax is shared by all slate positions
+        # narrow levels: all their heads in one GEMM, reused by every slate position
+        full = [None] + [self._level_logits(h, lv) if self._use_level_gemm(lv, k, b) else None for lv in range(1, d)]
         for _ in range(k):  # slate positions
             node = torch.zeros(b, dtype=torch.long, device=h.device)
             for level in range(d):  # tree depth
@@ -390,7 +401,7 @@ class TreePolicy(Policy):
                 prefix = leaves // (c ** (d - level - 1))  # earlier picks' nodes on level+1
                 taken = (prefix[:, :, None] == child[:, None, :]).sum(1)
                 ok = self._admissible(level, child, exclude, excl, taken)
-                logits = root_logits if level == 0 else self._node_logits(h, level, node)
+                logits = root_logits if level == 0 else self._node_logits(h, level, node, full[level])
                 logits = logits.masked_fill(~ok, float("-inf"))
                 if mode == "sample":
                     u = torch.rand(logits.shape, device=h.device, generator=generator).clamp_(1e-20, 1.0)
