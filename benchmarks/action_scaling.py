@@ -193,7 +193,7 @@ def plot(result: dict, path) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"Decision cost vs catalogue size (K={result['config']['slate']}, d={result['config']['dim']}, "
-                 f"{result['config']['threads']} threads)")
+                 f"{result['config']['threads']} CPU thread(s))")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

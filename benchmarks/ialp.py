@@ -62,9 +62,15 @@ def run(args) -> dict:
     t0 = time.perf_counter()
     env_cfg = FairEnvConfig(dataset=args.dataset, data_dir=args.data_dir, slate_size=args.slate_size,
                             horizon=args.horizon, embedding_dim=args.embedding_dim)
-    base = IALPConfig(oracle=args.oracle, oracle_model=args.oracle_model, oracle_states=args.oracle_states,
-                      pretrain_iterations=args.pretrain_iterations, pretrain_users=args.users,
-                      online_users=args.users)
+    import yaml
+
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    base = IALPConfig(**{**dict(oracle=args.oracle, oracle_model=args.oracle_model, oracle_states=args.oracle_states,
+                                pretrain_iterations=args.pretrain_iterations, pretrain_users=args.users,
+                                online_users=args.users), **overrides})
     methods = list(METHODS) + ([REFERENCE] if args.mf_prior else [])
     oracle = None
     pretraining, curves = {}, {p: {m: {"reward": [], "cost": [], "interactions": []} for m in methods}
@@ -181,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding-dim", type=int, default=32)
     p.add_argument("--window", type=int, default=3, help="iterations averaged for initial / final return")
     p.add_argument("--mf-prior", action="store_true", help="add the MF-prior reference (no pre-training)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an IALPConfig field, e.g. --set entropy_coef=0.01 (repeatable)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(RESULTS / "ialp.json"))
     p.add_argument("--smoke", action="store_true", help="seconds: synthetic data, 1 seed, tiny settings")

@@ -98,10 +98,12 @@ class IALPConfig:
     ppo_epochs: int = 4
     ppo_batch: int = 512
     clip: float = 0.2
+    entropy_coef: float = 0.0  # bonus on the entropy of the item softmax (non-excluded items)
     max_grad_norm: float = 1.0
     cost_penalty: float = 0.0  # λ in A_R − λ·A_C
     # A-iALP_ap (ours)
     mix_init: float = 0.5  # initial weight w of the frozen pre-trained policy
+    ap_online_init: str = "pretrained"  # the online component starts as a copy of π₀ or "fresh" (untrained)
     mix_lr: float = 0.05
     explore_bonus: float = 0.1  # β of the count-based bonus
 
@@ -127,6 +129,8 @@ class IALPConfig:
             raise ValueError(f"pretrain_iterations must be >= 0, got {self.pretrain_iterations!r}")
         if not 0.0 < self.reward_quantile < 1.0:
             raise ValueError(f"reward_quantile must lie in (0, 1), got {self.reward_quantile!r}")
+        if self.ap_online_init not in ("pretrained", "fresh"):
+            raise ValueError(f"ap_online_init must be 'pretrained' or 'fresh', got {self.ap_online_init!r}")
         if not 0.0 < self.mix_init < 1.0:
             raise ValueError(f"mix_init must lie in (0, 1), got {self.mix_init!r}")
 
@@ -485,6 +489,12 @@ class IALPAgent:
         self.value_c = ValueCritic(core.obs_dim, cfg.critic_hidden).to(self.device)
         if isinstance(self.policy, MixturePolicy):
             self.policy.anchor.load_state_dict(self.actor.state_dict())
+            if cfg.ap_online_init == "fresh":
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(self.seed)  # the same untrained actor as the no-pre-training baseline
+                    fresh = SlateActor(self.actor.items, core.n_hist, core.k, "softmax", cfg.hidden, 0.1,
+                                       cfg.temperature, residual_user=cfg.residual_user, user_dim=core.dim)
+                self.actor.load_state_dict(fresh.state_dict())
         self._make_optimisers()
         self.stage = 2
 
@@ -560,15 +570,20 @@ class IALPAgent:
                              for i in torch.arange(batch.size, device=self.device).split(cfg.ppo_batch)])
         params = [p for g in self.opt_pi.param_groups for p in g["params"]]
         policy.train()
-        clipped, total, count = 0.0, 0.0, 0
+        clipped, total, count, ent_total = 0.0, 0.0, 0, 0.0
         for _ in range(cfg.ppo_epochs):
             perm = torch.randperm(batch.size, device=self.device, generator=self.generator)
             for idx in perm.split(cfg.ppo_batch):
-                logp = fast_plackett_luce(policy_scores(policy, batch.obs[idx]), batch.items[idx],
-                                          batch.exclude_mask(idx, n_items))
+                scores, ex = policy_scores(policy, batch.obs[idx]), batch.exclude_mask(idx, n_items)
+                logp = fast_plackett_luce(scores, batch.items[idx], ex)
                 ratio = torch.exp(logp - old[idx])
                 a = adv[idx]
                 loss = -torch.min(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a).sum(dim=1).mean()
+                if cfg.entropy_coef:
+                    log_p = torch.log_softmax(scores.masked_fill(ex, float("-inf")), dim=1)
+                    entropy = -(log_p.exp() * log_p.masked_fill(ex, 0.0)).sum(dim=1).mean()
+                    loss = loss - cfg.entropy_coef * entropy
+                    ent_total += float(entropy.detach())
                 self.opt_pi.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -577,6 +592,8 @@ class IALPAgent:
                 total, count = total + float(loss.detach()), count + 1
         policy.eval()
         stats = {"policy_loss": total / max(count, 1), "clip_fraction": clipped / max(count, 1)}
+        if cfg.entropy_coef:
+            stats["entropy"] = ent_total / max(count, 1)
         for name, critic, opt, target in (("value_loss", self.value_r, self.opt_r, batch.ret_r),
                                           ("cost_value_loss", self.value_c, self.opt_c, batch.ret_c)):
             tot, cnt = 0.0, 0
