@@ -41,7 +41,8 @@ def item_config(args) -> AlignConfig:
         sft=TrainConfig(epochs=args.sft_epochs, batch_size=256, lr=args.sft_lr),
         pref=TrainConfig(epochs=args.pref_epochs, batch_size=256, lr=args.pref_lr, beta=args.beta),
         sprec_iterations=args.iterations, sprec_negatives=args.sprec_negatives,
-        sprec_sft=TrainConfig(epochs=1, batch_size=256, lr=args.sprec_sft_lr), threads=args.threads)
+        sprec_sft=TrainConfig(epochs=1, batch_size=256, lr=args.sprec_sft_lr),
+        sprec_dpo=TrainConfig(epochs=1, batch_size=256, lr=args.sprec_dpo_lr, beta=args.beta), threads=args.threads)
 
 
 def lm_config(args) -> AlignConfig:
@@ -52,7 +53,9 @@ def lm_config(args) -> AlignConfig:
         sft=TrainConfig(epochs=args.lm_sft_epochs, batch_size=bs, lr=args.lm_lr, eval_batch_size=bs),
         pref=TrainConfig(epochs=1, batch_size=bs, lr=args.lm_lr, beta=args.lm_beta, eval_batch_size=bs),
         sprec_iterations=args.iterations, sprec_negatives=args.sprec_negatives,
-        sprec_sft=TrainConfig(epochs=1, batch_size=bs, lr=args.lm_lr, eval_batch_size=bs), threads=args.threads)
+        sprec_sft=TrainConfig(epochs=1, batch_size=bs, lr=args.lm_lr, eval_batch_size=bs),
+        sprec_dpo=TrainConfig(epochs=1, batch_size=bs, lr=args.lm_lr, beta=args.lm_beta, eval_batch_size=bs),
+        threads=args.threads)
 
 
 def run_benchmark(config: AlignConfig, methods: list[str], log=None, vanilla: bool = False) -> dict:
@@ -65,29 +68,44 @@ def run_benchmark(config: AlignConfig, methods: list[str], log=None, vanilla: bo
     sft_info = run_sft(ctx, log)
     rows["SFT"] = {**evaluate(ctx, ctx.policy), "train_seconds": sft_info["sft_seconds"]}
     sft_policy = ctx.policy
-    sprec_iterations = []
-    for method in methods:
+    sprec_runs: dict[str, list] = {}
+    base_pref = config.pref
+    for token in methods:
+        method, _, option = token.partition(":")
+        config.pref = base_pref
+        suffix = ""
+        if option:  # "dpo:lr=3e-5" -> the DPO stage with another learning rate
+            key, _, value = option.partition("=")
+            if key != "lr":
+                raise ValueError(f"unknown method option {option!r} (only lr=...)")
+            config.pref = TrainConfig(**{**base_pref.to_dict(), "lr": float(value)})
+            suffix = f" (lr {float(value):g})"
         policy = copy.deepcopy(sft_policy)
         if method == "dpo":
             rec = run_method(ctx, policy, "dpo", log=log)
-            rows["DPO"] = {**evaluate(ctx, policy), "train_seconds": rec["train_seconds"]}
+            rows["DPO" + suffix] = {**evaluate(ctx, policy), "train_seconds": rec["train_seconds"]}
         elif method.startswith("sdpo"):
             m = int(method[4:])
             rec = run_method(ctx, policy, "sdpo", negatives=m, log=log)
-            rows[f"S-DPO ({m} neg.)"] = {**evaluate(ctx, policy), "train_seconds": rec["train_seconds"]}
-        elif method == "sprec":
-            rec = run_method(ctx, policy, "sprec", log=log)
-            sprec_iterations = rec["iterations"]
+            rows[f"S-DPO ({m} neg.)" + suffix] = {**evaluate(ctx, policy), "train_seconds": rec["train_seconds"]}
+        elif method in ("sprec", "sprec-greedy", "sprec-sample"):
+            mode = config.sprec_negatives if method == "sprec" else method.split("-")[1]
+            saved, config.sprec_negatives = config.sprec_negatives, mode
+            rec = run_method(ctx, policy, "sprec", log=log, initial_eval=rows["SFT"])
+            config.sprec_negatives = saved
+            label = "SPRec" if method == "sprec" else f"SPRec ({mode})"
+            sprec_runs[label] = rec["iterations"]
             per_iter = rec["train_seconds"] / max(config.sprec_iterations, 1)
-            for it in sprec_iterations[1:]:
-                rows[f"SPRec iter {it['iteration']}"] = {**it["eval"], "train_seconds": per_iter * it["iteration"]}
+            for it in rec["iterations"][1:]:
+                rows[f"{label} iter {it['iteration']}"] = {**it["eval"], "train_seconds": per_iter * it["iteration"]}
         else:
             raise ValueError(f"unknown method {method!r}")
         del policy
+    config.pref = base_pref
     return {"config": config.to_dict(), "train_samples": len(ctx.train), "test_users": len(ctx.test),
             "test_user_rows": ctx.test.row.tolist() if config.max_test_users else "all",
             "train_user_rows": np.unique(ctx.train.row).tolist() if config.max_train_users else "all",
-            "log_prob_kind": sft_policy.log_prob_kind, "rows": rows, "sprec_iterations": sprec_iterations,
+            "log_prob_kind": sft_policy.log_prob_kind, "rows": rows, "sprec_iterations": sprec_runs,
             "seconds": time.perf_counter() - t0}
 
 
@@ -105,31 +123,31 @@ def table(result: dict) -> str:
 
 
 def plot(result: dict, path: Path, k: int = 10) -> bool:
-    its = result["sprec_iterations"]
-    if not its:
+    runs = result["sprec_iterations"]
+    if not runs:
         return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x = [it["iteration"] for it in its]
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
     for ax, (key, label) in zip(axes, [(f"div_ratio@{k}", f"DivRatio@{k} (higher: more diverse)"),
                                        (f"or_ratio@{k}", f"ORRatio@{k} (lower is better)"),
                                        (f"mgu@{k}", f"MGU@{k} (lower is better)"),
                                        (f"ndcg@{k}", f"NDCG@{k}")]):
-        ax.plot(x, [it["eval"][key] for it in its], "o-", label="SPRec (iteration 0 = SFT)")
-        dpo = result["rows"].get("DPO")
-        if dpo is not None:
-            ax.axhline(dpo[key], color="tab:red", ls="--", label="DPO")
+        for name, its in runs.items():
+            x = [it["iteration"] for it in its]
+            ax.plot(x, [it["eval"][key] for it in its], "o-", label=f"{name} (iteration 0 = SFT)")
+            ax.set_xticks(x)
+        for (name, row), color in zip([(n, r) for n, r in result["rows"].items() if n.startswith("DPO")],
+                                      ("tab:red", "tab:purple", "tab:brown")):
+            ax.axhline(row[key], color=color, ls="--", label=name)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("SPRec iteration")
-        ax.set_xticks(x)
     axes[0].legend(fontsize=8)
     cfg = result["config"]
-    fig.suptitle(f"SPRec on {cfg['dataset']} ({cfg['backbone']} backbone, negatives: {cfg['sprec_negatives']})",
-                 fontsize=10)
+    fig.suptitle(f"SPRec on {cfg['dataset']} ({cfg['backbone']} backbone)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -154,7 +172,9 @@ def parse(argv=None):
     p.add_argument("--dataset", default="ml-100k", choices=("ml-100k", "ml-1m", "synthetic"))
     p.add_argument("--data-dir", default=None)
     p.add_argument("--backbone", default="item", choices=("item", "lm"))
-    p.add_argument("--methods", nargs="+", default=["dpo", "sdpo3", "sdpo8", "sprec"])
+    p.add_argument("--methods", nargs="+", default=["dpo", "dpo:lr=3e-5", "sdpo3", "sdpo8", "sprec-greedy",
+                                                    "sprec-sample"],
+                   help="dpo | sdpoM | sprec | sprec-greedy | sprec-sample, optionally ':lr=X' for DPO/S-DPO")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--sprec-negatives", default="greedy", choices=("greedy", "sample"))
@@ -166,7 +186,8 @@ def parse(argv=None):
     p.add_argument("--sft-lr", type=float, default=3e-3)
     p.add_argument("--pref-epochs", type=float, default=1)
     p.add_argument("--pref-lr", type=float, default=1e-3)
-    p.add_argument("--sprec-sft-lr", type=float, default=1e-3)
+    p.add_argument("--sprec-sft-lr", type=float, default=1e-4)
+    p.add_argument("--sprec-dpo-lr", type=float, default=3e-5)
     p.add_argument("--beta", type=float, default=1.0)
     # language model
     p.add_argument("--model", default="smollm2")
@@ -189,7 +210,8 @@ def smoke(out: Path) -> dict:
                        sprec_samples=500, sprec_sft=TrainConfig(epochs=1, batch_size=256, lr=1e-3))
     tiny = TrainConfig(epochs=1, batch_size=4, lr=1e-3, eval_batch_size=4)
     lm = AlignConfig(backbone="lm", dataset="synthetic", model="tiny", max_train_users=6, max_test_users=3,
-                     n_candidates=5, ks=(5, 10), sft=tiny, pref=tiny, sprec_iterations=1, sprec_sft=tiny)
+                     n_candidates=5, ks=(5, 10), sft=tiny, pref=tiny, sprec_iterations=1, sprec_sft=tiny,
+                     sprec_dpo=tiny)
     results = {}
     for name, cfg, methods in (("item", item, ["dpo", "sdpo3", "sprec"]), ("lm", lm, ["dpo", "sdpo3", "sprec"])):
         res = run_benchmark(cfg, methods)

@@ -10,7 +10,7 @@ per seed (it does not depend on the simulator), then each method runs online in 
 * ``A-iALP_ft``: the pre-trained policy fine-tuned online;
 * ``A-iALP_ap``: mixture of the frozen pre-trained and an online policy, learned weight, exploration
   bonus (our adaptive design);
-* ``MF prior`` (reference, with ``--mf-prior``): no pre-training, but FCPO's actor whose untrained
+* ``MF prior`` (reference; ``--no-mf-prior`` drops it): no pre-training, but FCPO's actor whose untrained
   greedy policy is the MF ranker of the logged data.
 
 Return = clicks per simulated user episode (T steps of K items; users may leave early), measured on
@@ -178,15 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--oracle-model", default=None, help="minilm: model folder; lm: load_causal_lm name/path")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--presets", nargs="+", default=list(SIM_PRESETS), choices=list(SIM_PRESETS))
-    p.add_argument("--iterations", type=int, default=20, help="online iterations per run")
+    p.add_argument("--iterations", type=int, default=15, help="online iterations per run")
     p.add_argument("--pretrain-iterations", type=int, default=30)
-    p.add_argument("--users", type=int, default=256, help="users per online / offline iteration")
+    p.add_argument("--users", type=int, default=128, help="users per online / offline iteration")
     p.add_argument("--oracle-states", type=int, default=512)
     p.add_argument("--slate-size", type=int, default=5)
     p.add_argument("--horizon", type=int, default=10)
     p.add_argument("--embedding-dim", type=int, default=32)
     p.add_argument("--window", type=int, default=3, help="iterations averaged for initial / final return")
-    p.add_argument("--mf-prior", action="store_true", help="add the MF-prior reference (no pre-training)")
+    p.add_argument("--mf-prior", action=argparse.BooleanOptionalAction, default=True,
+                   help="add the MF-prior reference (no pre-training, FCPO's residual-user actor)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an IALPConfig field, e.g. --set entropy_coef=0.01 (repeatable)")
     p.add_argument("--threads", type=int, default=1)
@@ -196,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 SMOKE = ["--dataset", "synthetic", "--seeds", "0", "--iterations", "2", "--pretrain-iterations", "2",
-         "--users", "32", "--oracle-states", "64", "--embedding-dim", "8", "--mf-prior"]
+         "--users", "32", "--oracle-states", "64", "--embedding-dim", "8"]
 
 
 def main(argv=None) -> dict:

@@ -35,7 +35,7 @@ def test_alignment_benchmark_smoke(tmp_path):
     results = bench.smoke(tmp_path)
     _check(results["item"], ["SFT", "DPO", "S-DPO (3 neg.)", "SPRec iter 1"])
     _check(results["lm"], ["SFT", "DPO", "S-DPO (3 neg.)", "SPRec iter 1"])
-    its = results["item"]["sprec_iterations"]
+    its = results["item"]["sprec_iterations"]["SPRec"]
     assert [it["iteration"] for it in its] == [0, 1] and its[1]["negatives"] == "greedy"
     assert results["item"]["rows"]["SFT"]["valid_ratio"] == 1.0  # id policies always answer from the list
     assert "hr1_scored" in results["lm"]["rows"]["SFT"]
@@ -59,7 +59,7 @@ def test_alignment_benchmark_item_backbone(dataset, tmp_path):
     assert bench.main(["--dataset", dataset, "--data-dir", str(data_dir), "--out", str(out)]) == 0
     result = json.loads((out / f"alignment_{dataset}_item.json").read_text())
     rows = result["rows"]
-    assert {"SFT", "DPO", "S-DPO (3 neg.)", "S-DPO (8 neg.)", "SPRec iter 1", "SPRec iter 3"} <= set(rows)
+    assert {"SFT", "DPO", "S-DPO (3 neg.)", "S-DPO (8 neg.)", "SPRec (greedy) iter 1", "SPRec (sample) iter 3"} <= set(rows)
     assert all(math.isfinite(r["ndcg@10"]) for r in rows.values())
     assert rows["SFT"]["ndcg@10"] > 0.01  # well above a random ranking
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from fcpo.agents.base import register_agent
+from fcpo.agents.checkpoint import numpy_rng_state, restore_numpy_rng_state
 from fcpo.agents.rollout import Batch, collect, slot_advantages
 from fcpo.envs.config import FairEnvConfig
 from fcpo.envs.vector import MovieLensFairVectorEnv
@@ -232,7 +233,7 @@ class FCPOAgent:
         return {"policy": self.policy.state_dict(), "value_r": self.value_r.state_dict(),
                 "value_c": self.value_c.state_dict(), "opt_r": self.opt_r.state_dict(), "opt_c": self.opt_c.state_dict(),
                 "generator": _torch_rng_state(self.generator),
-                "numpy_rng": _np_state_to_tensors(self.rng.bit_generator.state)}
+                "numpy_rng": numpy_rng_state(self.rng.bit_generator.state)}
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
@@ -241,18 +242,7 @@ class FCPOAgent:
         self.opt_r.load_state_dict(state["opt_r"])
         self.opt_c.load_state_dict(state["opt_c"])
         self.generator.set_state(state["generator"].cpu())
-        self.rng.bit_generator.state = _np_state_from_tensors(state["numpy_rng"])
-
-
-def _np_state_to_tensors(state: dict) -> dict:
-    """PCG64 state as plain ints (safe for ``torch.load(weights_only=True)``)."""
-    return {"bit_generator": state["bit_generator"], "state": int(state["state"]["state"]),
-            "inc": int(state["state"]["inc"]), "has_uint32": int(state["has_uint32"]), "uinteger": int(state["uinteger"])}
-
-
-def _np_state_from_tensors(d: dict) -> dict:
-    return {"bit_generator": d["bit_generator"], "state": {"state": int(d["state"]), "inc": int(d["inc"])},
-            "has_uint32": int(d["has_uint32"]), "uinteger": int(d["uinteger"])}
+        self.rng.bit_generator.state = restore_numpy_rng_state(state["numpy_rng"])
 
 
 def _finite(x: float) -> float:

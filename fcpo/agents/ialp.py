@@ -6,11 +6,14 @@ is **ours** (marked "ours").  It reads top to bottom:
 1. **Query the oracle with user states** (paper).  States are windows of N consecutive training
    positives of the training users (ours); each is turned into a textual profile and the oracle
    (:mod:`fcpo.llm.oracle`: sentence embeddings, a causal LM, or the TF-IDF fallback that is *not an
-   LLM*) picks its ``n_preferred`` favourites among ``oracle_candidates`` uniformly drawn items.
-2. **Learn a reward from that feedback** (paper).  A two-tower model r_φ(s, i) = g(s)·h(v_i) over the
-   env observation and the actor's item features is fitted with the pairwise Bradley-Terry loss
-   −log σ(r_φ(s, i⁺) − r_φ(s, i⁻)), i⁺ preferred, i⁻ a candidate the oracle did not prefer (ours:
-   architecture, negatives, held-out check).
+   LLM*) picks its ``n_preferred`` favourites among ``oracle_candidates`` items drawn outside the
+   history with probability ∝ training count + 1 (what a candidate generator over the logged data
+   would offer; ``candidate_sampling="uniform"`` draws uniformly; ours).
+2. **Learn a reward from that feedback** (paper).  A two-tower model r_φ(s, i) = g(s)·h(f_i) over the
+   user embedding, the history window and item features that include the oracle's own text view of
+   the items is fitted with the pairwise Bradley-Terry loss −log σ(r_φ(s, i⁺) − r_φ(s, i⁻)), i⁺
+   preferred, i⁻ sampled: alternately a candidate the oracle ranked lower and a uniform catalogue
+   item (``negative_sampling``); 10 % of the states are held out (ours: architecture, negatives).
 3. **Pre-train an actor-critic policy offline on the learned reward** (paper).  The policy interacts
    with a user model made of the reward model only (ours): a training user's initial state, clicks
    ~ Bernoulli(σ((r_φ(s, i) − q_s) / (τ σ_s))) with q_s, σ_s the state's ``reward_quantile`` and
@@ -25,13 +28,18 @@ is **ours** (marked "ours").  It reads top to bottom:
      ``pretrain_iterations=0`` is the "no pre-training" baseline (same actor, same update);
    * ``ialp-ap`` (A-iALP_ap, **our design**, the paper's adaptive method is not public): the policy
      is the item-level mixture π = w·π₀ + (1 − w)·π_θ of the frozen pre-trained actor π₀ (guards
-     against a compromised online policy) and an online actor π_θ initialised from it; the weight
-     w = σ(ω) is a policy parameter learned by the same PPO objective (so trust moves to π_θ as it
+     against a compromised online policy) and an online actor π_θ initialised from it
+     (``ap_online_init="fresh"``: an untrained actor, an explorer the pre-training cannot bias); the
+     weight w = σ(ω) is a policy parameter learned by the same PPO objective (so trust moves to π_θ as it
      earns reward); a count-based exploration bonus β / sqrt(1 + n_i) (n_i = online exposures of
      item i so far) enters the advantage of the slot that showed item i (myopic, not bootstrapped).
 
-The env cost (G0 items per slate) is reported everywhere; ``cost_penalty`` > 0 subtracts λ·A_C
-from the advantages (a fixed Lagrangian weight; 0 by default).
+Slate log-probabilities are exact Plackett-Luce (:func:`fast_plackett_luce`, one logsumexp per
+state).  The untrained actor is FCPO's actor without its user-embedding residual
+(``residual_user=False``), so "no pre-training" starts from a near-uniform policy as in the
+paper's setting; ``residual_user=True`` gives FCPO's actor, whose untrained greedy policy is already
+the MF ranker of the logged data.  The env cost (G0 items per slate) is reported everywhere;
+``cost_penalty`` > 0 subtracts λ·A_C from the advantages (a fixed Lagrangian weight; 0 by default).
 """
 from __future__ import annotations
 
@@ -44,14 +52,15 @@ import torch
 from torch import nn
 
 from fcpo.agents.base import register_agent
-from fcpo.agents.cpo import _np_state_from_tensors, _np_state_to_tensors, item_features
+from fcpo.agents.checkpoint import numpy_rng_state, restore_numpy_rng_state
+from fcpo.agents.cpo import item_features
 from fcpo.agents.rollout import Batch, discounted_sum, gae, slot_advantages
 from fcpo.envs.config import FairEnvConfig
 from fcpo.envs.simulator import SIM_PRESETS, MovieLensSimVectorEnv, SimEnvConfig
 from fcpo.metrics import gini_fcpo
 from fcpo.policies.actor import SlateActor
 from fcpo.policies.base import Policy, SlateState, gumbel_topk, masked_topk, plackett_luce_log_prob
-from fcpo.policies.networks import StateEncoder, ValueCritic, mlp
+from fcpo.policies.networks import ValueCritic, mlp
 
 VARIANTS = ("ialp", "ialp-ft", "ialp-ap")
 NEGATIVES = ("candidates", "uniform", "mixed")
@@ -615,9 +624,9 @@ class IALPAgent:
                 "reward_model": self.reward_model.state_dict(), "value_r": self.value_r.state_dict(),
                 "value_c": self.value_c.state_dict(), "opt_pi": self.opt_pi.state_dict(),
                 "opt_r": self.opt_r.state_dict(), "opt_c": self.opt_c.state_dict(),
-                "generator": self.generator.get_state(), "numpy_rng": _np_state_to_tensors(self.rng.bit_generator.state),
-                "sim_rng": _np_state_to_tensors(self.sim_env._np_random.bit_generator.state),
-                "offline_rng": _np_state_to_tensors(self.offline_env._np_random.bit_generator.state),
+                "generator": self.generator.get_state(), "numpy_rng": numpy_rng_state(self.rng.bit_generator.state),
+                "sim_rng": numpy_rng_state(self.sim_env._np_random.bit_generator.state),
+                "offline_rng": numpy_rng_state(self.offline_env._np_random.bit_generator.state),
                 "exposure": torch.as_tensor(self.exposure), "stage": int(self.stage),
                 "pretrain_done": int(self.pretrain_done), "interactions": int(self.interactions),
                 "pretrain_stats": {k: float(v) for k, v in self.pretrain_stats.items()}}
@@ -633,9 +642,9 @@ class IALPAgent:
         self.opt_r.load_state_dict(state["opt_r"])
         self.opt_c.load_state_dict(state["opt_c"])
         self.generator.set_state(state["generator"].cpu())
-        self.rng.bit_generator.state = _np_state_from_tensors(state["numpy_rng"])
-        self.sim_env._np_random.bit_generator.state = _np_state_from_tensors(state["sim_rng"])
-        self.offline_env._np_random.bit_generator.state = _np_state_from_tensors(state["offline_rng"])
+        self.rng.bit_generator.state = restore_numpy_rng_state(state["numpy_rng"])
+        self.sim_env._np_random.bit_generator.state = restore_numpy_rng_state(state["sim_rng"])
+        self.offline_env._np_random.bit_generator.state = restore_numpy_rng_state(state["offline_rng"])
         self.exposure = state["exposure"].cpu().numpy().astype(np.int64)
         self.stage, self.pretrain_done = int(state["stage"]), int(state["pretrain_done"])
         self.interactions = int(state["interactions"])

@@ -49,7 +49,8 @@ import numpy as np
 import torch
 
 from fcpo.agents.base import register_agent
-from fcpo.agents.cpo import _np_state_from_tensors, _np_state_to_tensors, item_features
+from fcpo.agents.checkpoint import numpy_rng_state, restore_numpy_rng_state
+from fcpo.agents.cpo import item_features
 from fcpo.agents.lagrangian import LagrangeMultiplier
 from fcpo.agents.rollout import Batch, collect, slot_advantages
 from fcpo.envs.config import FairEnvConfig
@@ -369,7 +370,7 @@ class PPOLagrangianAgent:
                 "opt_r": self.opt_r.state_dict(), "opt_c": self.opt_c.state_dict(),
                 "lagrange": self.lagrange.state_dict(), "constraint_names": list(self.constraint_names),
                 "generator": self.generator.get_state(),
-                "numpy_rng": _np_state_to_tensors(self.rng.bit_generator.state)}
+                "numpy_rng": numpy_rng_state(self.rng.bit_generator.state)}
 
     def load_state_dict(self, state: dict) -> None:
         names = tuple(state.get("constraint_names", self.constraint_names))
@@ -383,7 +384,7 @@ class PPOLagrangianAgent:
         self.opt_c.load_state_dict(state["opt_c"])
         self.lagrange.load_state_dict(state["lagrange"])
         self.generator.set_state(state["generator"].cpu())
-        self.rng.bit_generator.state = _np_state_from_tensors(state["numpy_rng"])
+        self.rng.bit_generator.state = restore_numpy_rng_state(state["numpy_rng"])
 
 
 def make_ppo_lagrangian(config: PPOLagrangianConfig, env_config: FairEnvConfig, device, seed: int) -> PPOLagrangianAgent:

@@ -98,7 +98,8 @@ class AlignConfig:
     sprec_iterations: int = 3
     sprec_negatives: str = "greedy"  # greedy (authors' code) | sample (paper)
     sprec_samples: int | None = None
-    sprec_sft: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, batch_size=256, lr=1e-3))
+    sprec_sft: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, batch_size=256, lr=1e-4))
+    sprec_dpo: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, batch_size=256, lr=3e-5, beta=1.0))
     threads: int | None = None
     name: str | None = None
     runs_dir: str = "runs"
@@ -286,8 +287,11 @@ def run_sft(ctx: Context, log=None) -> dict:
 
 
 def run_method(ctx: Context, policy: Policy, method: str, negatives: int | None = None, log=None,
-               evaluate_iterations: bool = True) -> dict:
-    """Align the SFT ``policy`` in place with ``method`` (dpo | sdpo | sprec); returns its records."""
+               evaluate_iterations: bool = True, initial_eval: dict | None = None) -> dict:
+    """Align the SFT ``policy`` in place with ``method`` (dpo | sdpo | sprec); returns its records.
+
+    SPRec evaluates after every iteration (``evaluate_iterations``); ``initial_eval`` (the SFT
+    model's evaluation, if already computed) is reused for iteration 0."""
     cfg = ctx.config
     t0 = time.perf_counter()
     out: dict = {"method": method}
@@ -304,8 +308,12 @@ def run_method(ctx: Context, policy: Policy, method: str, negatives: int | None 
     elif method == "sprec":
         sp_cfg = SPRecConfig(iterations=cfg.sprec_iterations, negatives=cfg.sprec_negatives,
                              samples_per_iteration=cfg.sprec_samples, seed=cfg.seed,
-                             sft=_stage_config(cfg.sprec_sft, cfg.seed + 2), dpo=_stage_config(cfg.pref, cfg.seed + 3))
-        hook = (lambda t, p: {"eval": evaluate(ctx, p)}) if evaluate_iterations else None
+                             sft=_stage_config(cfg.sprec_sft, cfg.seed + 2),
+                             dpo=_stage_config(cfg.sprec_dpo, cfg.seed + 3))
+        def hook(t, p):
+            return {"eval": initial_eval if t == 0 and initial_eval is not None else evaluate(ctx, p)}
+
+        hook = hook if evaluate_iterations else None
         out["iterations"] = run_sprec(policy, ctx.train, sp_cfg, log=log, on_iteration=hook)
         out["sprec"] = sp_cfg.to_dict()
     else:
@@ -332,7 +340,8 @@ def run(config: AlignConfig) -> dict:
         metrics.update(run_sft(ctx, log))
         metrics["after_sft"] = evaluate(ctx, ctx.policy)
         log({"stage": "eval", "after": "sft", **metrics["after_sft"]})
-        metrics["method"] = run_method(ctx, ctx.policy, config.method, log=log)
+        metrics["method"] = run_method(ctx, ctx.policy, config.method, log=log,
+                                       initial_eval=metrics["after_sft"])
         metrics["final"] = evaluate(ctx, ctx.policy)
         log({"stage": "eval", "after": config.method, **metrics["final"]})
         metrics["seconds"] = time.perf_counter() - t0
@@ -389,8 +398,9 @@ def parse_args(argv: Sequence[str] | None = None) -> AlignConfig:
     p.add_argument("--sprec-negatives", choices=("greedy", "sample"), default=d.sprec_negatives)
     p.add_argument("--sprec-samples", type=int, default=None, help="SPRec samples per iteration (default: all)")
     _train_args(p, "sft", d.sft, "SFT")
-    _train_args(p, "pref", d.pref, "DPO/S-DPO (also SPRec's DPO)")
+    _train_args(p, "pref", d.pref, "DPO/S-DPO")
     _train_args(p, "sprec-sft", d.sprec_sft, "SPRec SFT")
+    _train_args(p, "sprec-dpo", d.sprec_dpo, "SPRec DPO")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--name", default=None, help="run folder name (default: method-backbone-dataset-time)")
     p.add_argument("--runs-dir", default=d.runs_dir)
@@ -403,7 +413,8 @@ def parse_args(argv: Sequence[str] | None = None) -> AlignConfig:
             lora=ns.lora, lora_r=ns.lora_r, sft=_train_config(ns, "sft", d.sft),
             pref=_train_config(ns, "pref", d.pref, beta=ns.beta), sprec_iterations=ns.iterations,
             sprec_negatives=ns.sprec_negatives, sprec_samples=ns.sprec_samples,
-            sprec_sft=_train_config(ns, "sprec-sft", d.sprec_sft), threads=ns.threads, name=ns.name,
+            sprec_sft=_train_config(ns, "sprec-sft", d.sprec_sft),
+            sprec_dpo=_train_config(ns, "sprec-dpo", d.sprec_dpo, beta=ns.beta), threads=ns.threads, name=ns.name,
             runs_dir=ns.runs_dir)
     except ValueError as exc:
         p.error(str(exc))
@@ -412,7 +423,7 @@ def parse_args(argv: Sequence[str] | None = None) -> AlignConfig:
 def config_from_dict(values: dict) -> AlignConfig:
     """Rebuild a config from a saved ``config.yaml`` (to repeat a run)."""
     values = dict(values)
-    for key in ("sft", "pref", "sprec_sft"):
+    for key in ("sft", "pref", "sprec_sft", "sprec_dpo"):
         if isinstance(values.get(key), dict):
             values[key] = TrainConfig(**values[key])
     known = {f.name for f in fields(AlignConfig)}
