@@ -37,7 +37,7 @@ COLUMNS = ("hr1", "valid_ratio", "hr1_scored", "ndcg@5", "hr@5", "ndcg@10", "hr@
 def item_config(args) -> AlignConfig:
     return AlignConfig(
         backbone="item", dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, dim=args.dim,
-        max_test_users=args.max_test_users,
+        max_train_users=args.max_train_users, max_test_users=args.max_test_users,
         sft=TrainConfig(epochs=args.sft_epochs, batch_size=256, lr=args.sft_lr),
         pref=TrainConfig(epochs=args.pref_epochs, batch_size=256, lr=args.pref_lr, beta=args.beta),
         sprec_iterations=args.iterations, sprec_negatives=args.sprec_negatives,
@@ -49,7 +49,7 @@ def lm_config(args) -> AlignConfig:
     bs = 4
     return AlignConfig(
         backbone="lm", dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, model=args.model, lora=args.lora,
-        max_train_users=args.max_train_users, max_test_users=args.max_test_users,
+        max_train_users=args.max_train_users or 48, max_test_users=args.max_test_users or 48,
         sft=TrainConfig(epochs=args.lm_sft_epochs, batch_size=bs, lr=args.lm_lr, eval_batch_size=bs),
         pref=TrainConfig(epochs=1, batch_size=bs, lr=args.lm_lr, beta=args.lm_beta, eval_batch_size=bs),
         sprec_iterations=args.iterations, sprec_negatives=args.sprec_negatives,
@@ -178,7 +178,7 @@ def parse(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--sprec-negatives", default="greedy", choices=("greedy", "sample"))
-    p.add_argument("--max-test-users", type=int, default=None)
+    p.add_argument("--max-test-users", type=int, default=None, help="random subset of test users (LM default 48)")
     p.add_argument("--threads", type=int, default=None)
     # item backbone
     p.add_argument("--dim", type=int, default=64)
@@ -192,7 +192,8 @@ def parse(argv=None):
     # language model
     p.add_argument("--model", default="smollm2")
     p.add_argument("--lora", action="store_true")
-    p.add_argument("--max-train-users", type=int, default=48)
+    p.add_argument("--max-train-users", type=int, default=None,
+                   help="random subset of training users (item: all their targets; LM: the last; LM default 48)")
     p.add_argument("--lm-sft-epochs", type=float, default=1)
     p.add_argument("--lm-lr", type=float, default=1e-5)
     p.add_argument("--lm-beta", type=float, default=1.0)

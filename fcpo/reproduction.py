@@ -17,7 +17,6 @@ training counts).
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor

@@ -114,7 +114,8 @@ def test_sample_negatives_and_with_candidates(split):
         assert all(len(set(r)) == len(r) for r in d.negatives[:50])
     seen = seen_items(split)
     mask = seen.to_mask(split.n_items, d3.row[:200])
-    negatives_seen = np.take_along_axis(mask, d3.candidates[:200], axis=1) & (d3.candidates[:200] != d3.positive[:200, None])
+    in_list = np.take_along_axis(mask, d3.candidates[:200], axis=1)
+    negatives_seen = in_list & (d3.candidates[:200] != d3.positive[:200, None])
     assert not negatives_seen.any()
     with pytest.raises(ValueError, match="m must"):
         sample_negatives(d3.candidates, d3.positive, 20)

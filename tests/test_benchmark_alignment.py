@@ -59,7 +59,8 @@ def test_alignment_benchmark_item_backbone(dataset, tmp_path):
     assert bench.main(["--dataset", dataset, "--data-dir", str(data_dir), "--out", str(out)]) == 0
     result = json.loads((out / f"alignment_{dataset}_item.json").read_text())
     rows = result["rows"]
-    assert {"SFT", "DPO", "S-DPO (3 neg.)", "S-DPO (8 neg.)", "SPRec (greedy) iter 1", "SPRec (sample) iter 3"} <= set(rows)
+    expected = {"SFT", "DPO", "S-DPO (3 neg.)", "S-DPO (8 neg.)", "SPRec (greedy) iter 1", "SPRec (sample) iter 3"}
+    assert expected <= set(rows)
     assert all(math.isfinite(r["ndcg@10"]) for r in rows.values())
     assert rows["SFT"]["ndcg@10"] > 0.01  # well above a random ranking
 

@@ -8,7 +8,14 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from fcpo.alignment import TrainConfig, history_state, next_item_samples, train_preference, train_sft, with_candidates  # noqa: E402
+from fcpo.alignment import (  # noqa: E402
+    TrainConfig,
+    history_state,
+    next_item_samples,
+    train_preference,
+    train_sft,
+    with_candidates,
+)
 from fcpo.data import fcpo_split, load_dataset  # noqa: E402
 from fcpo.llm import (  # noqa: E402
     PromptTemplate,

@@ -53,7 +53,7 @@ from torch import nn
 
 from fcpo.agents.base import register_agent
 from fcpo.agents.checkpoint import numpy_rng_state, restore_numpy_rng_state
-from fcpo.agents.cpo import item_features
+from fcpo.agents.actor_critic import item_features
 from fcpo.agents.rollout import Batch, discounted_sum, gae, slot_advantages
 from fcpo.envs.config import FairEnvConfig
 from fcpo.envs.simulator import SIM_PRESETS, MovieLensSimVectorEnv, SimEnvConfig

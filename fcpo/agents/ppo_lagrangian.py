@@ -43,22 +43,18 @@ vectorised over constraints.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from fcpo.agents.base import register_agent
-from fcpo.agents.checkpoint import numpy_rng_state, restore_numpy_rng_state
-from fcpo.agents.cpo import item_features
+from fcpo.agents.actor_critic import SlateActorCritic
 from fcpo.agents.lagrangian import LagrangeMultiplier
-from fcpo.agents.rollout import Batch, collect, slot_advantages
+from fcpo.agents.rollout import Batch, slot_advantages
 from fcpo.envs.config import FairEnvConfig
 from fcpo.envs.movielens_fair import COST_NAME
-from fcpo.envs.vector import MovieLensFairVectorEnv
-from fcpo.metrics import gini_fcpo
-from fcpo.policies.actor import MODES, SlateActor
-from fcpo.policies.networks import ValueCritic
+from fcpo.policies.actor import MODES
 from fcpo.solvers import Constraints, process_advantages
 
 #: early stop when the approximate KL of a minibatch exceeds this multiple of ``target_kl`` (Spinning Up)
@@ -213,7 +209,7 @@ def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Ten
 
 
 # --------------------------------------------------------------------------------------- agent
-class PPOLagrangianAgent:
+class PPOLagrangianAgent(SlateActorCritic):
     """PPO-Lagrangian over the MovieLens fairness env (see the module docstring)."""
 
     name = "ppo-lagrangian"
@@ -226,29 +222,8 @@ class PPOLagrangianAgent:
                 f"constraint(s) {unwired} are not wired into the rollout yet: only {list(WIRED_CONSTRAINTS)} is. "
                 "Read the cost from info['costs'][name] in fcpo.agents.rollout.collect and give it a cost critic "
                 "(see fcpo.agents.ppo_lagrangian's module docstring)")
-        self.config = config
-        self.device = torch.device(device)
-        self.env_config = env_config
-        probe = MovieLensFairVectorEnv(num_envs=1, autoreset_mode="Disabled", **asdict(env_config))
-        n_users = probe.n_users
-        self.n_rollout = (n_users if config.users_per_iteration >= 1.0
-                          else max(1, math.ceil(config.users_per_iteration * n_users)))
-        self.env = MovieLensFairVectorEnv(num_envs=self.n_rollout, autoreset_mode="Disabled", **asdict(env_config))
-        self.n_users = n_users
-        self.slate_size = env_config.slate_size
-        torch.manual_seed(seed)
-        core = self.env.core
-        features = item_features(core.data.item_embeddings, core.data.train_counts, config.popularity_feature)
-        self.policy = SlateActor(torch.as_tensor(features, device=self.device), core.n_hist, core.k,
-                                 config.actor_mode, config.hidden, config.init_std, config.temperature,
-                                 user_dim=core.dim).to(self.device)
-        self.value_r = ValueCritic(core.obs_dim, config.critic_hidden).to(self.device)
-        self.value_c = ValueCritic(core.obs_dim, config.critic_hidden).to(self.device)  # popular_exposure
+        super().__init__(config, env_config, device, seed)
         self.opt_pi = torch.optim.Adam([p for p in self.policy.parameters() if p.requires_grad], lr=config.lr)
-        self.opt_r = torch.optim.Adam(self.value_r.parameters(), lr=config.critic_lr)
-        self.opt_c = torch.optim.Adam(self.value_c.parameters(), lr=config.critic_lr)
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.rng = np.random.default_rng(seed)
         self.constraint_names = config.constraint_names()
         self.limits_per_step = config.limits_per_step(self.slate_size)
         self.cost_limit_per_step = self.limits_per_step[0]
@@ -257,28 +232,15 @@ class PPOLagrangianAgent:
 
     # ------------------------------------------------------------------ iteration
     def train_iteration(self, iteration: int) -> dict[str, float]:
-        cfg = self.config
-        users = (np.arange(self.n_users) if self.n_rollout == self.n_users
-                 else np.sort(self.rng.choice(self.n_users, self.n_rollout, replace=False)))
-        self.policy.eval()
-        batch = collect(self.env, self.policy, self.value_r, self.value_c, users, self.device, cfg.gamma_r, cfg.lam_r,
-                        cfg.gamma_c, cfg.lam_c, cfg.alpha_prime, self.generator)
+        batch = self.rollout()
         constraints, adv_c, slot_c = self._constraint_data(batch)
         lam = lagrange_update(self.lagrange, constraints)
         stats = self._policy_update(batch, adv_c, slot_c, lam)
         stats.update(self._critic_update(batch))
-        stats.update(
-            reward=float(batch.ep_reward.mean()), cost=float(batch.ep_cost.mean()),
-            cost_limit=float(self.cost_limit_per_step * batch.ep_length.mean()),
-            discounted_cost=float(batch.ep_disc_cost.mean()), discounted_cost_limit=float(batch.ep_disc_limit.mean()),
-            c=float(constraints.c[0]), popular_share=batch.popular_share, episode_length=float(batch.ep_length.mean()),
-            gini=gini_fcpo(batch.exposure), samples=float(batch.size),
-        )
+        stats.update(self.rollout_stats(batch), c=float(constraints.c[0]))
         stats["lambda"] = float(lam[0])  # popular_exposure's multiplier
         if len(self.constraint_names) > 1:
             stats.update({f"lambda_{n}": float(v) for n, v in zip(self.constraint_names, lam)})
-        if self.policy.mode == "gaussian":
-            stats["policy_std"] = float(self.policy.log_std.detach().exp().mean())
         return stats
 
     def _constraint_data(self, batch: Batch):
@@ -343,48 +305,20 @@ class PPOLagrangianAgent:
                 "clip_fraction": float(np.mean(clip_fracs)) if clip_fracs else 0.0,
                 "policy_steps": float(steps), "policy_epochs": float(epochs_run), "early_stop": float(stopped)}
 
-    def _critic_update(self, batch: Batch) -> dict[str, float]:
-        cfg = self.config
-        losses = {}
-        for name, critic, opt, target in (("value_loss", self.value_r, self.opt_r, batch.ret_r),
-                                          ("cost_value_loss", self.value_c, self.opt_c, batch.ret_c)):
-            total, count = 0.0, 0
-            for _ in range(cfg.critic_epochs):
-                perm = torch.randperm(batch.size, device=self.device, generator=self.generator)
-                for start in range(0, batch.size, cfg.critic_batch):
-                    idx = perm[start:start + cfg.critic_batch]
-                    loss = torch.mean((critic(batch.obs[idx]) - target[idx]) ** 2)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    total, count = total + float(loss.detach()), count + 1
-            losses[name] = total / max(count, 1)
-        return losses
-
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict:
-        """Networks, optimisers, multipliers and RNG states; tensors and plain values only, so
-        ``torch.load(weights_only=True)`` reads it back."""
-        return {"policy": self.policy.state_dict(), "value_r": self.value_r.state_dict(),
-                "value_c": self.value_c.state_dict(), "opt_pi": self.opt_pi.state_dict(),
-                "opt_r": self.opt_r.state_dict(), "opt_c": self.opt_c.state_dict(),
-                "lagrange": self.lagrange.state_dict(), "constraint_names": list(self.constraint_names),
-                "generator": self.generator.get_state(),
-                "numpy_rng": numpy_rng_state(self.rng.bit_generator.state)}
+        """The shared parts (networks, critic optimisers, RNGs) plus the policy optimiser and multipliers;
+        tensors and plain values only, so ``torch.load(weights_only=True)`` reads it back."""
+        return {**super().state_dict(), "opt_pi": self.opt_pi.state_dict(), "lagrange": self.lagrange.state_dict(),
+                "constraint_names": list(self.constraint_names)}
 
     def load_state_dict(self, state: dict) -> None:
         names = tuple(state.get("constraint_names", self.constraint_names))
         if names != tuple(self.constraint_names):
             raise ValueError(f"checkpoint has constraints {list(names)}, this agent {list(self.constraint_names)}")
-        self.policy.load_state_dict(state["policy"])
-        self.value_r.load_state_dict(state["value_r"])
-        self.value_c.load_state_dict(state["value_c"])
+        super().load_state_dict(state)
         self.opt_pi.load_state_dict(state["opt_pi"])
-        self.opt_r.load_state_dict(state["opt_r"])
-        self.opt_c.load_state_dict(state["opt_c"])
         self.lagrange.load_state_dict(state["lagrange"])
-        self.generator.set_state(state["generator"].cpu())
-        self.rng.bit_generator.state = restore_numpy_rng_state(state["numpy_rng"])
 
 
 def make_ppo_lagrangian(config: PPOLagrangianConfig, env_config: FairEnvConfig, device, seed: int) -> PPOLagrangianAgent:

@@ -28,7 +28,6 @@ The run folder ``runs/<name>/`` holds ``config.yaml`` (the resolved config), ``m
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys

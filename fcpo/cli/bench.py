@@ -10,7 +10,6 @@ else one process per job (``--workers``).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

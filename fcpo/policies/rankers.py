@@ -11,7 +11,7 @@ import math
 import numpy as np
 import torch
 
-from fcpo.policies.base import Policy, SlateState, masked_topk
+from fcpo.policies.base import Policy, SlateState
 
 
 class PopularityRanker(Policy):
