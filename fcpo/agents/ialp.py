@@ -54,7 +54,7 @@ from torch import nn
 from fcpo.agents.base import register_agent
 from fcpo.agents.checkpoint import numpy_rng_state, restore_numpy_rng_state
 from fcpo.agents.actor_critic import item_features
-from fcpo.agents.rollout import Batch, discounted_sum, gae, slot_advantages
+from fcpo.agents.rollout import Batch, collect, slot_advantages
 from fcpo.envs.config import FairEnvConfig
 from fcpo.envs.simulator import SIM_PRESETS, MovieLensSimVectorEnv, SimEnvConfig
 from fcpo.metrics import gini_fcpo
@@ -268,7 +268,7 @@ def train_reward_model(model: PreferenceRewardModel, obs: np.ndarray, feedback, 
     n_states = obs.shape[0]
     perm = rng.permutation(n_states)
     n_val = max(1, n_states // 10) if n_states >= 10 else 0
-    val_states, train_states = perm[:n_val], perm[n_val:]
+    train_states = perm[n_val:]  # the first n_val states are held out
     state, pos, neg = preference_pairs(feedback, config.reward_negatives, rng, config.negative_sampling,
                                        model.n_items)
     is_train = np.isin(state, train_states)
@@ -651,67 +651,19 @@ class IALPAgent:
         self.pretrain_stats = dict(state.get("pretrain_stats", {}))
 
 
-@torch.no_grad()
 def sim_collect(env: MovieLensSimVectorEnv, actor, value_r, value_c, users: np.ndarray, device, gamma: float,
                 lam: float, generator: torch.Generator | None = None) -> Batch:
-    """Roll ``users`` once each through a simulator vector env (autoreset disabled) and compute GAE(λ)
-    for reward (clicks) and cost; the simulator's counterpart of :func:`fcpo.agents.rollout.collect`
-    (same :class:`~fcpo.agents.rollout.Batch`; episodes may all end before T when users leave)."""
-    n = env.num_envs
-    obs, _ = env.reset(options={"users": users})
-    core = env.core
-    horizon, k, n_hist = core.horizon, core.k, core.n_hist
-    n_shown = n_hist + k * horizon
-    obs_buf = np.zeros((horizon, n, obs.shape[1]), np.float32)
-    rew, cst = np.zeros((horizon, n)), np.zeros((horizon, n))
-    slot_rew, slot_cst = np.zeros((horizon, n, k)), np.zeros((horizon, n, k))
-    alive = np.zeros((horizon, n), dtype=bool)
-    shown = np.full((horizon, n, n_shown), -1, dtype=np.int64)
-    shown_now = np.full((n, n_shown), -1, dtype=np.int64)
-    shown_now[:, :n_hist] = core.history
-    acts, logps = [], []
-    done = np.zeros(n, dtype=bool)
-    used = horizon
-    for t in range(horizon):  # over time steps; users are batched
-        alive[t], obs_buf[t], shown[t] = ~done, obs, shown_now
-        exclude = torch.as_tensor(~env.action_masks(), device=device)
-        scores = policy_scores(actor, torch.as_tensor(obs, device=device))
+    """:func:`fcpo.agents.rollout.collect` through the simulator with Plackett-Luce sampling over the
+    actor's item scores (episodes may all end before T when users leave)."""
+    k = env.core.k
+
+    def sample(obs, exclude):
+        scores = policy_scores(actor, obs)
         items = gumbel_topk(scores, k, exclude, generator)
-        logp = fast_plackett_luce(scores, items, exclude).sum(dim=1)
-        items_np = items.cpu().numpy()
-        slot_cst[t] = env.grouping.is_popular[items_np]
-        obs, r, term, trunc, info = env.step(items_np)
-        rew[t], cst[t], slot_rew[t] = r, info["cost"], info["clicks"]
-        shown_now[:, n_hist + k * t: n_hist + k * (t + 1)] = items_np
-        acts.append(items)
-        logps.append(logp)
-        done = done | term | trunc
-        if done.all():
-            used = t + 1
-            break
-    obs_buf, rew, cst, alive, shown = obs_buf[:used], rew[:used], cst[:used], alive[:used], shown[:used]
-    slot_rew, slot_cst = slot_rew[:used], slot_cst[:used]
-    obs_t = torch.as_tensor(obs_buf.reshape(-1, obs_buf.shape[-1]), device=device)
-    v_r = value_r(obs_t).cpu().numpy().reshape(used, n)
-    v_c = value_c(obs_t).cpu().numpy().reshape(used, n)
-    adv_r, ret_r = gae(rew, v_r, alive, gamma, lam)
-    adv_c, ret_c = gae(cst, v_c, alive, gamma, lam)
-    flat = alive.reshape(-1)
-    sel = torch.as_tensor(np.flatnonzero(flat), device=device)
+        return items, items, fast_plackett_luce(scores, items, exclude).sum(dim=1)
 
-    def pick(x):
-        return torch.as_tensor(x.reshape(-1, *x.shape[2:])[flat], device=device, dtype=torch.float32)
-
-    items = torch.stack(acts).reshape(-1, k)[sel]
-    return Batch(obs=obs_t[sel], action=items, items=items, log_prob=torch.stack(logps).reshape(-1)[sel],
-                 shown=torch.as_tensor(shown.reshape(-1, n_shown)[flat], device=device),
-                 slot_reward=pick(slot_rew), slot_cost=pick(slot_cst), reward=pick(rew), cost=pick(cst),
-                 adv_r=pick(adv_r), adv_c=pick(adv_c), ret_r=pick(ret_r), ret_c=pick(ret_c), n_episodes=n,
-                 ep_reward=(rew * alive).sum(0), ep_cost=(cst * alive).sum(0),
-                 ep_disc_cost=discounted_sum(cst, alive, gamma), ep_disc_limit=discounted_sum(
-                     np.full_like(cst, float(k)), alive, gamma), ep_length=alive.sum(0),
-                 popular_share=float((cst * alive).sum() / max(alive.sum() * k, 1)),
-                 exposure=np.bincount(items.cpu().numpy().ravel(), minlength=core.n_items))
+    return collect(env, actor, value_r, value_c, users, device, gamma, lam, gamma, lam, 1.0, generator,
+                   sample_fn=sample)
 
 
 def replace_sim(config: SimEnvConfig, **overrides) -> SimEnvConfig:

@@ -86,8 +86,15 @@ def discounted_sum(x: np.ndarray, alive: np.ndarray, gamma: float) -> np.ndarray
 @torch.no_grad()
 def collect(env: MovieLensFairVectorEnv, actor, value_r, value_c, users: np.ndarray, device: torch.device,
             gamma_r: float, lam_r: float, gamma_c: float, lam_c: float, alpha_prime: float,
-            generator: torch.Generator | None = None) -> Batch:
-    """Roll out ``users`` (rows of the env's split) once each and compute advantages."""
+            generator: torch.Generator | None = None, sample_fn=None) -> Batch:
+    """Roll out ``users`` (rows of the env's split) once each and compute advantages.
+
+    ``env`` is any batched fcpo env with autoreset disabled whose step info carries ``cost`` and
+    ``slot_rewards`` (the replay env and the simulator).  ``sample_fn(obs, exclude) -> (items, action,
+    log_prob)`` replaces ``actor.sample`` for policies that sample differently."""
+    if sample_fn is None:
+        def sample_fn(obs_t, exclude):
+            return actor.sample(obs_t, exclude, generator=generator)
     n = env.num_envs
     obs, _ = env.reset(options={"users": users})
     horizon, k, n_items = env.core.horizon, env.core.k, env.core.n_items
@@ -108,15 +115,11 @@ def collect(env: MovieLensFairVectorEnv, actor, value_r, value_c, users: np.ndar
         obs_buf[t] = obs
         shown[t] = shown_now
         exclude = torch.as_tensor(~env.action_masks(), device=device)
-        items, action, logp = actor.sample(torch.as_tensor(obs, device=device), exclude, generator=generator)
+        items, action, logp = sample_fn(torch.as_tensor(obs, device=device), exclude)
         items_np = items.cpu().numpy()
         slot_cst[t] = env.grouping.is_popular[items_np]  # the groups in force for this step's cost
         obs, r, term, trunc, info = env.step(items_np)
-        rew[t], cst[t] = r, info["cost"]
-        if env.core.reward_kind == "hit":
-            slot_rew[t] = info["hits"] * env.core.discount
-        else:  # the rating reward's streak bonus couples slots: split it evenly
-            slot_rew[t] = (r / k)[:, None]
+        rew[t], cst[t], slot_rew[t] = r, info["cost"], info["slot_rewards"]
         shown_now[:, env.core.n_hist + k * t: env.core.n_hist + k * (t + 1)] = items_np
         acts.append(action)
         items_all.append(items)
@@ -129,6 +132,7 @@ def collect(env: MovieLensFairVectorEnv, actor, value_r, value_c, users: np.ndar
         horizon_used = horizon
     sl = slice(0, horizon_used)
     obs_buf, rew, cst, alive, shown = obs_buf[sl], rew[sl], cst[sl], alive[sl], shown[sl]
+    slot_rew, slot_cst = slot_rew[sl], slot_cst[sl]
     obs_t = torch.as_tensor(obs_buf.reshape(-1, obs_buf.shape[-1]), device=device)
     v_r = value_r(obs_t).cpu().numpy().reshape(horizon_used, n)
     v_c = value_c(obs_t).cpu().numpy().reshape(horizon_used, n)

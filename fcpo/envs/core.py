@@ -107,16 +107,17 @@ class SlateReplayCore:
         return obs
 
     def step(self, idx: np.ndarray, slates: np.ndarray):
-        """Advance env slots ``idx`` with ``slates`` [len(idx), K] (already validated)."""
+        """Advance env slots ``idx`` with ``slates`` [len(idx), K] (already validated); returns
+        (reward, cost, hits, terminated, truncated, per-slot rewards [len(idx), K])."""
         idx = np.asarray(idx, dtype=np.int64)
         e = idx[:, None]
         dup = ((slates[:, :, None] == slates[:, None, :]) & self._strict_lower).any(axis=2)
         fresh = ~self.shown[e, slates] & ~dup
         hits = self.remaining[e, slates] & fresh
         if self.reward_kind == "hit":
-            reward = (hits * self.discount).sum(axis=1)
+            slot_rewards = hits * self.discount
         else:
-            reward = self._rating_reward(idx, slates, fresh)
+            slot_rewards = self._rating_reward(idx, slates, fresh)
         cost = self.grouping.is_popular[slates].sum(axis=1).astype(np.float64)
         self.grouping.record(slates)
         self.shown[e, slates] = True
@@ -130,18 +131,18 @@ class SlateReplayCore:
         self.t[idx] += 1
         terminated = self.n_remaining[idx] == 0
         truncated = (self.t[idx] >= self.horizon) & ~terminated
-        return reward.astype(np.float64), cost, hits, terminated, truncated
+        return slot_rewards.sum(axis=1).astype(np.float64), cost, hits, terminated, truncated, slot_rewards
 
     def _rating_reward(self, idx, slates, fresh):
         raw = self.rating_rows[idx[:, None], slates].astype(np.float64) * fresh
         mapped = np.where(raw > 0, (raw - 3.0) / 2.0, 0.0)
-        reward = np.zeros(len(idx))
+        reward = np.zeros((len(idx), self.k))
         streak = self.streak[idx]
         for j in range(self.k):  # K slate positions, vectorised over users
             pos, neg = mapped[:, j] > 0, mapped[:, j] < 0
             streak[:, 0] = np.where(pos, streak[:, 0] + 1, 0)
             streak[:, 1] = np.where(neg, streak[:, 1] + 1, 0)
-            reward += self.discount[j] * (mapped[:, j] + self.rating_alpha * (streak[:, 0] - streak[:, 1]))
+            reward[:, j] = self.discount[j] * (mapped[:, j] + self.rating_alpha * (streak[:, 0] - streak[:, 1]))
         self.streak[idx] = streak
         return reward
 

@@ -58,10 +58,11 @@ class MovieLensFairEnv(gym.Env):
 
     def step(self, action):
         slates = self.core.validate_slates(action, 0)
-        reward, cost, hits, terminated, truncated = self.core.step(self._zero, slates)
+        reward, cost, hits, terminated, truncated, slot_rewards = self.core.step(self._zero, slates)
         self._last_slate, self._last_hits = slates[0], hits[0]
         info = self._info()
-        info.update(cost=float(cost[0]), costs={COST_NAME: float(cost[0])}, hits=hits[0].copy())
+        info.update(cost=float(cost[0]), costs={COST_NAME: float(cost[0])}, hits=hits[0].copy(),
+                    slot_rewards=slot_rewards[0])
         return self.core.observe(self._zero)[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
 
     def action_masks(self) -> np.ndarray:

@@ -414,7 +414,7 @@ class MovieLensSimEnv(gym.Env):
         self._last = (slates[0], clicks[0])
         info = self._info()
         info.update(cost=float(cost[0]), costs={COST_NAME: float(cost[0])}, clicks=clicks[0].copy(),
-                    hits=clicks[0].copy(), left=bool(terminated[0]))
+                    hits=clicks[0].copy(), slot_rewards=clicks[0].astype(np.float64), left=bool(terminated[0]))
         return self.core.observe(self._zero)[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
 
     def action_masks(self) -> np.ndarray:
@@ -530,7 +530,8 @@ class MovieLensSimVectorEnv(VectorEnv):
         mask[active] = True
         info = self._info()
         info.update(cost=costs, _cost=mask, costs={COST_NAME: costs, "_" + COST_NAME: mask}, _costs=mask,
-                    clicks=clicks, _clicks=mask, hits=clicks, _hits=mask, left=term.copy(), _left=mask)
+                    clicks=clicks, _clicks=mask, hits=clicks, _hits=mask, slot_rewards=clicks.astype(np.float64),
+                    _slot_rewards=mask, left=term.copy(), _left=mask)
         return self.core.observe(), rewards, term, trunc, info
 
     def _info(self) -> dict:

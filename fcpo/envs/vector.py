@@ -103,6 +103,7 @@ class MovieLensFairVectorEnv(VectorEnv):
         rewards = np.zeros(self.num_envs)
         costs = np.zeros(self.num_envs)
         hits = np.zeros((self.num_envs, self.core.k), dtype=bool)
+        slot_rewards = np.zeros((self.num_envs, self.core.k))
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
             restart = np.flatnonzero(self._done)
             if len(restart):
@@ -117,13 +118,15 @@ class MovieLensFairVectorEnv(VectorEnv):
         if self.autoreset_mode == AutoresetMode.DISABLED:
             term[self._done], trunc[self._done] = self._last_term[self._done], self._last_trunc[self._done]
         if len(active):
-            r, c, h, te, tr = self.core.step(active, slates[active])
+            r, c, h, te, tr, sr = self.core.step(active, slates[active])
             rewards[active], costs[active], hits[active], term[active], trunc[active] = r, c, h, te, tr
+            slot_rewards[active] = sr
             self._done[active] = te | tr
             self._last_term[active], self._last_trunc[active] = te, tr
         info = self._info(self._all, step=True, stepped=active)
         info.update(cost=costs, _cost=self._mask(active), costs={COST_NAME: costs, "_" + COST_NAME: self._mask(active)},
-                    _costs=self._mask(active), hits=hits, _hits=self._mask(active))
+                    _costs=self._mask(active), hits=hits, _hits=self._mask(active),
+                    slot_rewards=slot_rewards, _slot_rewards=self._mask(active))
         return self.core.observe(), rewards, term, trunc, info
 
     def _mask(self, idx) -> np.ndarray:
