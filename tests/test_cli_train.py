@@ -112,3 +112,25 @@ def test_baseline_evaluation(tmp_path):
     assert eval_cli.main(["--baseline", "popularity", "--dataset", "synthetic", "--out", str(out), "--protocol",
                           "ranking", "--device", "cpu"]) == 0
     assert json.loads(out.read_text())["metrics"]["popularity_rate"] == pytest.approx(1.0)
+
+
+def test_ctrl_c_keeps_the_last_checkpoint_and_exits_cleanly(tmp_path, monkeypatch, capsys):
+    from fcpo.agents.cpo import FCPOAgent
+
+    real = FCPOAgent.train_iteration
+
+    def interrupted(self, iteration):
+        if iteration == 2:
+            raise KeyboardInterrupt
+        return real(self, iteration)
+
+    monkeypatch.setattr(FCPOAgent, "train_iteration", interrupted)
+    with pytest.raises(SystemExit) as exc:
+        _run(tmp_path, "--iterations", "5", "--name", "cc", "--no-eval")
+    assert exc.value.code == 130
+    assert torch.load(tmp_path / "cc" / "checkpoint.pt", weights_only=True)["iteration"] == 1
+    assert "--resume" in capsys.readouterr().err
+    monkeypatch.setattr(FCPOAgent, "train_iteration", real)
+    assert train_cli.main(["--resume", str(tmp_path / "cc"), "--iterations", "3", "--no-eval", "--no-progress"]) == 0
+    log = [json.loads(x) for x in (tmp_path / "cc" / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in log] == [0, 1, 2]

@@ -25,6 +25,7 @@ from dataclasses import asdict, replace
 import numpy as np
 import torch
 
+from fcpo.data.groups import popular_mask
 from fcpo.envs.config import FairEnvConfig
 from fcpo.envs.vector import MovieLensFairVectorEnv
 from fcpo.metrics import (exposure_counts, f1_at_k, gini_fcpo, hit_rate_at_k, item_coverage, ndcg_at_k,
@@ -96,8 +97,7 @@ def evaluate(policy, env_config: FairEnvConfig, protocol: str = "rollout", k: in
     policy = policy.to(device) if hasattr(policy, "to") else policy
     if hasattr(policy, "eval"):
         policy.eval()
-    static_popular = env.grouping.is_popular.copy() if env.grouping.kind == "static" else \
-        __import__("fcpo.data.groups", fromlist=["popular_mask"]).popular_mask(core.data.train_counts, cfg.popular_ratio)
+    static_popular = popular_mask(core.data.train_counts, cfg.popular_ratio)  # G0 of the report, fixed
     targets = core.split.targets(split)
     relevant = relevance_matrix(targets.indptr, targets.values, core.n_items)
     if mode == "greedy":
