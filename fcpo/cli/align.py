@@ -126,6 +126,9 @@ def atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
     os.replace(tmp, path)
 
 
@@ -348,6 +351,7 @@ def run(config: AlignConfig) -> dict:
         if config.backbone == "item":
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=".policy.pt.", suffix=".tmp")
             os.close(fd)
+            os.chmod(tmp, 0o644)
             torch.save({"config": ctx.policy.config, "state_dict": ctx.policy.state_dict()}, tmp)
             os.replace(tmp, folder / "policy.pt")
     finally:
