@@ -29,7 +29,8 @@ PAPER_ML1M = {  # Ge et al. 2021, Table 2 (ML-1M, K = 5); the protocol is ambigu
     "fcpo a'=0.8": {"recall": 1.520, "f1": 2.015, "gini": 99.47, "popularity_rate": 99.28},
     "fcpo a'=0.4": {"recall": 0.998, "f1": 1.449, "gini": 99.47, "popularity_rate": 99.28},
 }
-RL_METHODS = ("fcpo", "trpo", "ppo-lagrangian")
+RL_METHODS = ("fcpo", "trpo", "ppo-lagrangian", "wolpertinger", "tpgr")
+LAGRANGIAN_ROWS = ("ppo-lagrangian", "wolpertinger", "tpgr")  # rows at ppo_alphas
 RANKER_METHODS = ("popularity", "mf", "random", "fair-mf")
 
 
@@ -46,7 +47,8 @@ class GridSpec:
     horizon: int = 10
     eval_steps: int = 10
     methods: tuple[str, ...] = ("fcpo", "trpo", "ppo-lagrangian", "popularity", "mf", "random", "fair-mf")
-    ppo_alphas: tuple[float, ...] = (0.8, 0.4)
+    # add "wolpertinger", "tpgr" for the large-action-space rows (fcpo-bench --methods ...)
+    ppo_alphas: tuple[float, ...] = (0.8, 0.4)  # α' of the Lagrangian rows (PPO-Lagrangian, Wolpertinger, TPGR)
     long_term_alpha: float | None = 0.4  # None: skip the long-term (dynamic groups) experiment
     long_term_steps: int = 30
     agent_overrides: dict = field(default_factory=dict)
@@ -61,8 +63,9 @@ class GridSpec:
                 jobs += [dict(base, method="fcpo", alpha=a, seed=seed) for a in self.alphas]
             if "trpo" in self.methods:
                 jobs.append(dict(base, method="trpo", alpha=1.0, seed=seed))
-            if "ppo-lagrangian" in self.methods:
-                jobs += [dict(base, method="ppo-lagrangian", alpha=a, seed=seed) for a in self.ppo_alphas]
+            for method in LAGRANGIAN_ROWS:
+                if method in self.methods:
+                    jobs += [dict(base, method=method, alpha=a, seed=seed) for a in self.ppo_alphas]
             if self.long_term_alpha is not None and "fcpo" in self.methods:
                 jobs.append(dict(base, method="fcpo", alpha=self.long_term_alpha, seed=seed, grouping="dynamic",
                                  long_term=True, eval_steps=self.long_term_steps))
@@ -152,7 +155,7 @@ def dispatch(jobs: list[dict], workers: int = 2, address: str | None = None, use
 
 
 def label(job: dict) -> str:
-    if job["method"] in ("fcpo", "ppo-lagrangian", "fair-mf"):
+    if job["method"] in ("fcpo", "fair-mf") + LAGRANGIAN_ROWS:
         return f"{job['method']} a'={job['alpha']:g}" + (" (dynamic)" if job.get("long_term") else "")
     return job["method"] + (" (dynamic)" if job.get("long_term") else "")
 
@@ -222,7 +225,8 @@ def markdown_table(rows: list[dict], dataset_label: str, steps: int = 10, k: int
     head = "| method | " + " | ".join(c.replace("popularity_rate", "popular share") for c in cols) + " | train s |"
     lines = [f"**{dataset_label}** (test users, rollout protocol K={k}, L={steps}; % mean ± std over seeds)", "",
              head, "|" + "---|" * (len(cols) + 2)]
-    order = {m: i for i, m in enumerate(("fcpo", "trpo", "ppo-lagrangian", "fair-mf", "mf", "popularity", "random"))}
+    order = {m: i for i, m in enumerate(("fcpo", "trpo", "ppo-lagrangian", "wolpertinger", "tpgr", "fair-mf", "mf",
+                                         "popularity", "random"))}
     rows = sorted(rows, key=lambda r: (order.get(r["method"].split(" ")[0], 9), -r["alpha"]))
     for r in rows:
         cells = [f"{r[c]:.2f} ± {r[c + '_std']:.2f}" if r["seeds"] > 1 else f"{r[c]:.2f}" for c in cols]
@@ -251,6 +255,7 @@ def plot_tradeoff(rows: list[dict], path: str, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.8))
     style = {"fcpo": ("o", "tab:red"), "trpo": ("s", "tab:purple"), "ppo-lagrangian": ("^", "tab:orange"),
+             "wolpertinger": ("p", "tab:brown"), "tpgr": ("h", "tab:pink"),
              "fair-mf": ("D", "tab:blue"), "mf": ("P", "tab:cyan"), "popularity": ("X", "tab:gray"),
              "random": ("v", "tab:olive")}
     seen = set()

@@ -25,7 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alphas", type=float, nargs="+", default=[1.0, 0.8, 0.4], help="FCPO α' values")
     p.add_argument("--iterations", type=int, default=60, help="training iterations per RL run (default 60)")
     p.add_argument("--methods", nargs="+", default=None,
-                   help="subset of: fcpo trpo ppo-lagrangian popularity mf random fair-mf")
+                   help="subset of: fcpo trpo ppo-lagrangian wolpertinger tpgr popularity mf random fair-mf "
+                        "(default: all but wolpertinger and tpgr)")
+    p.add_argument("--lagrangian-alphas", type=float, nargs="+", default=[0.8, 0.4],
+                   help="α' values of the Lagrangian rows: ppo-lagrangian, wolpertinger, tpgr")
     p.add_argument("--no-long-term", action="store_true", help="skip the dynamic-groups long-term experiment")
     p.add_argument("--workers", type=int, default=2, help="parallel processes without Ray (default 2)")
     p.add_argument("--ray", choices=("auto", "yes", "no"), default="auto", help="use Ray (default: when installed)")
@@ -41,7 +44,8 @@ def run(args) -> dict:
     from fcpo.runs import atomic_write_text, write_json
 
     spec = rp.GridSpec(dataset=args.dataset, data_dir=args.data_dir, seeds=tuple(args.seeds), alphas=tuple(args.alphas),
-                       iterations=args.iterations, long_term_alpha=None if args.no_long_term else 0.4)
+                       iterations=args.iterations, long_term_alpha=None if args.no_long_term else 0.4,
+                       ppo_alphas=tuple(args.lagrangian_alphas))
     if args.methods:
         unknown = set(args.methods) - set(rp.RL_METHODS) - set(rp.RANKER_METHODS)
         if unknown:
