@@ -41,6 +41,7 @@ def main(argv=None):
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    import fcpo.agents.actor_critic as ac_mod
     import fcpo.agents.cpo as cpo_mod
     from fcpo.agents.base import make_agent
     from fcpo.envs import FairEnvConfig
@@ -64,7 +65,7 @@ def main(argv=None):
             return out
         return wrapper
 
-    cpo_mod.collect = timed("rollout", cpo_mod.collect)
+    ac_mod.collect = timed("rollout", ac_mod.collect)
     agent._policy_update = timed("policy_update", agent._policy_update)
     agent._critic_update = timed("critic_update", agent._critic_update)
     times, records = [], []

@@ -95,9 +95,11 @@ class SlateActor(Policy):
         O(K²) work per user.
         """
         w = action.view(-1, self.k, self.dim)
-        scores = w @ self.items.T  # [B, K, n_items]
-        if exclude is not None:
-            scores = scores.masked_fill(exclude.unsqueeze(1), float("-inf"))
+        if exclude is not None:  # scores with excluded items at -inf, fused into one batched GEMM
+            bias = torch.where(exclude, float("-inf"), 0.0).to(w.dtype).unsqueeze(1)
+            scores = torch.baddbmm(bias, w, self.items.T.expand(w.shape[0], self.dim, self.n_items))
+        else:
+            scores = w @ self.items.T  # [B, K, n_items]
         cand = torch.topk(scores, self.k, dim=2).indices  # [B, K, K]: row j's best K items
         b = scores.shape[0]
         picks = torch.empty(b, self.k, dtype=torch.long, device=scores.device)
