@@ -120,7 +120,8 @@ def test_grounding_exact_nearest_and_exclusion():
     idx = TitleIndex(titles)
     got = idx.ground(['"toy story (1995)".', "Heat (1995)", "Toy Stori", "heat and dust", ""], k=1)
     assert got[:4, 0].tolist() == [0, 1, 0, 3]
-    assert 0 <= got[4, 0] < 4  # empty text still grounds to some title
+    assert 0 <= got[4, 0] < 4  # empty text still grounds to some title (a self-play negative needs one)
+    assert idx.ground(["", "Heat"], k=2, missing=True).tolist() == [[-1, -1], [1, 3]]
     ex = np.zeros((1, 4), dtype=bool)
     ex[0, 1] = True
     assert idx.ground(["Heat (1995)"], k=1, exclude=ex)[0, 0] == 3  # next nearest

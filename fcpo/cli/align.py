@@ -18,7 +18,9 @@ Evaluation on the test split (history = ``split.test_initial``):
   the candidate-normalised argmax (``hr1_scored``);
 * SPRec protocol (Gao et al. 2025): a top-K list over the whole catalogue with the user's
   train items excluded (the LM: greedy answer to the open prompt grounded to the K nearest
-  titles); NDCG@K and HR@K against all test targets, DivRatio@K, ORRatio@K and MGU@K
+  titles; an answer sharing nothing with any title, e.g. empty, recommends nothing: -1 slots,
+  misses for NDCG/HR, left out of DivRatio/ORRatio/MGU); NDCG@K and HR@K against all test
+  targets, DivRatio@K, ORRatio@K and MGU@K
   (genre distribution of the lists vs the prompt histories, population level).
 
 The run folder ``runs/<name>/`` holds ``config.yaml`` (the resolved config), ``metrics.json``,
@@ -245,7 +247,7 @@ def evaluate(ctx: Context, policy: Policy, batch_size: int = 512) -> dict:
             texts += policy.generate(state, c)
             gen = policy.generate(state, None)
             open_texts += gen
-            top[idx] = policy.index.ground(gen, kmax, exclude.numpy())
+            top[idx] = policy.index.ground(gen, kmax, exclude.numpy(), missing=True)
         else:
             top[idx] = masked_topk(policy.scores(state), kmax, exclude).numpy()
     titles = ctx.data.item_titles

@@ -115,13 +115,23 @@ class TitleIndex:
                 sim[b, i] = 2.0
         return sim
 
-    def ground(self, texts: Sequence[str], k: int = 1, exclude: np.ndarray | None = None) -> np.ndarray:
-        """[B, k] item ids nearest to each text (ties: lowest id), never an ``exclude``d item."""
-        sim = torch.as_tensor(self.similarity(texts))
+    def ground(self, texts: Sequence[str], k: int = 1, exclude: np.ndarray | None = None,
+               missing: bool = False) -> np.ndarray:
+        """[B, k] item ids nearest to each text (ties: lowest id), never an ``exclude``d item.
+
+        A text that shares no character n-gram with any title (e.g. an empty answer) still gets
+        the lowest-id titles, unless ``missing``: then its row is -1 (no recommendation) -- the
+        evaluation's choice, so that an empty answer is never counted as a recommendation.
+        """
+        raw = self.similarity(texts)
+        sim = torch.as_tensor(raw)
         ex = None if exclude is None else torch.as_tensor(np.asarray(exclude), dtype=torch.bool)
         # tiny id-dependent tie-break keeps the order deterministic
         sim = sim - 1e-9 * torch.arange(sim.shape[1], dtype=sim.dtype)
-        return masked_topk(sim, k, ex).numpy()
+        out = masked_topk(sim, k, ex).numpy()
+        if missing:
+            out[raw.max(axis=1) <= 0] = -1
+        return out
 
 
 def _forward(model, **kwargs):
