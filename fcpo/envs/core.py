@@ -152,20 +152,24 @@ class SlateReplayCore:
         return ~self.shown[idx]
 
     def validate_slates(self, action, n_rows: int) -> np.ndarray:
-        """Turn an action into an int64 [n_rows, K] array or raise ValueError saying what is wrong."""
-        arr = np.asarray(action)
-        expected = (self.k,) if n_rows == 0 else (n_rows, self.k)
-        if n_rows == 0:
-            if arr.shape != (self.k,):
-                raise ValueError(f"action must have shape ({self.k},) (K item ids), got shape {arr.shape}")
-        elif arr.shape != expected:
-            raise ValueError(f"actions must have shape {expected} (num_envs x K item ids), got shape {arr.shape}")
-        if arr.dtype.kind not in "iu":
-            if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-                arr = arr.astype(np.int64)
-            else:
-                raise ValueError(f"action must hold integer item ids, got dtype {arr.dtype}")
-        if arr.size and (arr.min() < 0 or arr.max() >= self.n_items):
-            bad = arr[(arr < 0) | (arr >= self.n_items)].ravel()[0]
-            raise ValueError(f"item id {int(bad)} is out of range [0, {self.n_items})")
-        return arr.astype(np.int64).reshape(-1, self.k)
+        return validate_slates(action, n_rows, self.k, self.n_items)
+
+
+def validate_slates(action, n_rows: int, k: int, n_items: int) -> np.ndarray:
+    """Turn an action into an int64 [max(n_rows, 1), K] array or raise ValueError saying what is wrong
+    (``n_rows=0``: one slate of shape (K,), as the single env takes it)."""
+    arr = np.asarray(action)
+    expected = (k,) if n_rows == 0 else (n_rows, k)
+    if arr.shape != expected:
+        what = "action must have shape ({},) (K item ids)".format(k) if n_rows == 0 else \
+            f"actions must have shape {expected} (num_envs x K item ids)"
+        raise ValueError(f"{what}, got shape {arr.shape}")
+    if arr.dtype.kind not in "iu":
+        if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise ValueError(f"action must hold integer item ids, got dtype {arr.dtype}")
+    if arr.size and (arr.min() < 0 or arr.max() >= n_items):
+        bad = arr[(arr < 0) | (arr >= n_items)].ravel()[0]
+        raise ValueError(f"item id {int(bad)} is out of range [0, {n_items})")
+    return arr.astype(np.int64).reshape(-1, k)

@@ -46,8 +46,10 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from fcpo.data.groups import make_grouping
+from fcpo.envs.core import validate_slates
 from fcpo.envs.env_data import EnvData, EnvDataKey, get_env_data
 from fcpo.envs.movielens_fair import COST_NAME
+from fcpo.envs.vector import batch_layout
 
 __all__ = ["SimParams", "SIM_PRESETS", "SimEnvConfig", "SimData", "get_sim_data", "SimCore", "MovieLensSimEnv",
            "MovieLensSimVectorEnv", "calibrate_line"]
@@ -369,9 +371,7 @@ class SimCore:
         return ~self.shown[idx]
 
     def validate_slates(self, action, n_rows: int) -> np.ndarray:
-        from fcpo.envs.core import SlateReplayCore
-
-        return SlateReplayCore.validate_slates(self, action, n_rows)
+        return validate_slates(action, n_rows, self.k, self.n_items)
 
 
 # ----------------------------------------------------------------------------- Gymnasium envs
@@ -454,21 +454,10 @@ class MovieLensSimVectorEnv(VectorEnv):
         self.config = SimEnvConfig.from_kwargs(**kwargs)
         self.sim_data = self.config.load()
         self.env_data = self.sim_data.env
-        n_users = self.env_data.split.n_episode_users
-        if cover_all_users:
-            if num_envs not in (None, n_users):
-                raise ValueError(f"cover_all_users=True needs num_envs=None or {n_users}, got {num_envs}")
-            num_envs = n_users
-        if num_envs is None or int(num_envs) < 1:
-            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
-        if autoreset_mode is None:
-            autoreset_mode = AutoresetMode.DISABLED if cover_all_users else AutoresetMode.NEXT_STEP
-        self.autoreset_mode = AutoresetMode(autoreset_mode)
-        if self.autoreset_mode == AutoresetMode.SAME_STEP:
-            raise ValueError("autoreset_mode SAME_STEP is not supported; use NEXT_STEP or DISABLED")
+        self.num_envs, self.autoreset_mode = batch_layout(num_envs, autoreset_mode, cover_all_users,
+                                                          self.env_data.split.n_episode_users, self.config.dataset)
         self.metadata = dict(self.metadata, autoreset_mode=self.autoreset_mode)
         self.cover_all_users = bool(cover_all_users)
-        self.num_envs = int(num_envs)
         self.render_mode = None
         c = self.config
         self.grouping = make_grouping(c.grouping, self.env_data.train_counts, c.popular_ratio, c.regroup_every)

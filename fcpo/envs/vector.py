@@ -23,6 +23,24 @@ from fcpo.envs.core import SlateReplayCore
 from fcpo.envs.movielens_fair import COST_NAME
 
 
+def batch_layout(num_envs: int | None, autoreset_mode, cover_all_users: bool, n_users: int,
+                 dataset: str) -> tuple[int, AutoresetMode]:
+    """The number of sub-envs and the autoreset mode of a batched fcpo env, validated:
+    ``cover_all_users`` means one sub-env per user and autoreset disabled (unless given)."""
+    if cover_all_users:
+        if num_envs not in (None, n_users):
+            raise ValueError(f"cover_all_users=True needs num_envs=None or {n_users} (users in {dataset}), got {num_envs}")
+        num_envs = n_users
+    if num_envs is None or int(num_envs) < 1:
+        raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+    if autoreset_mode is None:
+        autoreset_mode = AutoresetMode.DISABLED if cover_all_users else AutoresetMode.NEXT_STEP
+    mode = AutoresetMode(autoreset_mode)
+    if mode == AutoresetMode.SAME_STEP:
+        raise ValueError("autoreset_mode SAME_STEP is not supported; use NEXT_STEP or DISABLED")
+    return int(num_envs), mode
+
+
 class MovieLensFairVectorEnv(VectorEnv):
     """Batched replay env; see the module docstring for semantics."""
 
@@ -32,21 +50,10 @@ class MovieLensFairVectorEnv(VectorEnv):
                  cover_all_users: bool = False, max_episode_steps: int | None = None, render_mode=None, **kwargs):
         self.config = FairEnvConfig.from_kwargs(**kwargs)
         self.env_data = self.config.load()
-        n_users = self.env_data.split.n_episode_users
-        if cover_all_users:
-            if num_envs not in (None, n_users):
-                raise ValueError(f"cover_all_users=True needs num_envs=None or {n_users} (users in {self.config.dataset}), got {num_envs}")
-            num_envs = n_users
-        if num_envs is None or int(num_envs) < 1:
-            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
-        if autoreset_mode is None:
-            autoreset_mode = AutoresetMode.DISABLED if cover_all_users else AutoresetMode.NEXT_STEP
-        self.autoreset_mode = AutoresetMode(autoreset_mode)
-        if self.autoreset_mode == AutoresetMode.SAME_STEP:
-            raise ValueError("autoreset_mode SAME_STEP is not supported; use NEXT_STEP or DISABLED")
+        self.num_envs, self.autoreset_mode = batch_layout(num_envs, autoreset_mode, cover_all_users,
+                                                          self.env_data.split.n_episode_users, self.config.dataset)
         self.metadata = dict(self.metadata, autoreset_mode=self.autoreset_mode)
         self.cover_all_users = bool(cover_all_users)
-        self.num_envs = int(num_envs)
         self.render_mode = None
         c = self.config
         self.grouping = c.make_grouping(self.env_data)
