@@ -21,6 +21,21 @@ def _isolated_cache(tmp_path_factory):
         os.environ["FCPO_CACHE_DIR"] = old
 
 
+@pytest.fixture(scope="module")
+def synthetic_only_one_thread(tmp_path_factory):
+    """For agent tests on synthetic data: a fresh cache, no real data, one torch thread (small tensors)."""
+    import torch
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FCPO_CACHE_DIR", str(tmp_path_factory.mktemp("fcpo_cache")))
+    mp.delenv("FCPO_DATA_DIR", raising=False)
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+    mp.undo()
+
+
 def shared_data_dir() -> Path | None:
     """``$FCPO_DATA_DIR`` or ``../shared/data`` beside the repo, if it exists."""
     for candidate in (os.environ.get("FCPO_DATA_DIR"), REPO.parent / "shared" / "data"):

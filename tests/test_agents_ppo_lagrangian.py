@@ -16,17 +16,7 @@ from fcpo.envs import FairEnvConfig
 from fcpo.solvers import Constraints
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _isolated_cache(tmp_path_factory):
-    """Synthetic data and its embeddings go to a temporary cache, never ~/.cache; one thread (small tensors)."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FCPO_CACHE_DIR", str(tmp_path_factory.mktemp("fcpo_cache")))
-    mp.delenv("FCPO_DATA_DIR", raising=False)
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-    mp.undo()
+pytestmark = pytest.mark.usefixtures("synthetic_only_one_thread")
 
 
 ENV = FairEnvConfig(dataset="synthetic")

@@ -49,7 +49,7 @@ from fcpo.data.groups import make_grouping
 from fcpo.envs.core import validate_slates
 from fcpo.envs.env_data import EnvData, EnvDataKey, get_env_data
 from fcpo.envs.movielens_fair import COST_NAME
-from fcpo.envs.vector import batch_layout
+from fcpo.envs.vector import batch_layout, reset_targets
 
 __all__ = ["SimParams", "SIM_PRESETS", "SimEnvConfig", "SimData", "get_sim_data", "SimCore", "MovieLensSimEnv",
            "MovieLensSimVectorEnv", "calibrate_line"]
@@ -476,22 +476,11 @@ class MovieLensSimVectorEnv(VectorEnv):
         return self.core.n_users
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        options = dict(options or {})
         if seed is not None:
             self._np_random, self._np_random_seed = seeding.np_random(int(seed))
-        mask = options.pop("reset_mask", None)
-        idx = self._all if mask is None else np.flatnonzero(np.asarray(mask, dtype=bool))
-        if "users" in options:
-            users = np.asarray(options.pop("users"), dtype=np.int64)
-            if users.shape != (len(idx),):
-                raise ValueError(f"options['users'] must have shape ({len(idx)},), got {users.shape}")
-        elif self.cover_all_users:
-            users = idx.copy()
-        else:
-            users = self._np_random.integers(self.core.n_users, size=len(idx))
-        if options:
-            raise ValueError(f"unknown reset option(s) {sorted(options)}; valid: users, reset_mask")
-        if mask is None:
+        idx, users, partial = reset_targets(options, self._all, self.cover_all_users,
+                                            lambda i: self._np_random.integers(self.core.n_users, size=len(i)))
+        if not partial:
             self.grouping.reset()
         self.core.reset_envs(idx, users)
         self._done[idx] = False

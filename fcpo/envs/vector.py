@@ -41,6 +41,27 @@ def batch_layout(num_envs: int | None, autoreset_mode, cover_all_users: bool, n_
     return int(num_envs), mode
 
 
+def reset_targets(options: dict | None, all_idx: np.ndarray, cover_all_users: bool, draw_users):
+    """Parse a batched env's reset options: (sub-envs to reset, their user rows, reset_mask given?).
+
+    ``options["reset_mask"]`` picks sub-envs (default all); ``options["users"]`` gives their users,
+    else ``cover_all_users`` gives sub-env i user i, else ``draw_users(idx)`` draws them."""
+    options = dict(options or {})
+    mask = options.pop("reset_mask", None)
+    idx = all_idx if mask is None else np.flatnonzero(np.asarray(mask, dtype=bool))
+    if "users" in options:
+        users = np.asarray(options.pop("users"), dtype=np.int64)
+        if users.shape != (len(idx),):
+            raise ValueError(f"options['users'] must have shape ({len(idx)},), got {users.shape}")
+    elif cover_all_users:
+        users = idx.copy()
+    else:
+        users = draw_users(idx)
+    if options:
+        raise ValueError(f"unknown reset option(s) {sorted(options)}; valid: users, reset_mask")
+    return idx, users, mask is not None
+
+
 class MovieLensFairVectorEnv(VectorEnv):
     """Batched replay env; see the module docstring for semantics."""
 
@@ -78,26 +99,14 @@ class MovieLensFairVectorEnv(VectorEnv):
         return np.array([self._rngs[i].integers(self.core.n_users) for i in idx], dtype=np.int64)
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
-        options = dict(options or {})
         if seed is not None:
             seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
             if len(seeds) != self.num_envs:
                 raise ValueError(f"seed list must have {self.num_envs} entries, got {len(seeds)}")
             self._rngs = [seeding.np_random(s)[0] for s in seeds]
             self._np_random, self._np_random_seed = seeding.np_random(seeds[0])
-        mask = options.pop("reset_mask", None)
-        idx = self._all if mask is None else np.flatnonzero(np.asarray(mask, dtype=bool))
-        if "users" in options:
-            users = np.asarray(options.pop("users"), dtype=np.int64)
-            if users.shape != (len(idx),):
-                raise ValueError(f"options['users'] must have shape ({len(idx)},), got {users.shape}")
-        elif self.cover_all_users:
-            users = idx.copy()
-        else:
-            users = self._draw_users(idx)
-        if options:
-            raise ValueError(f"unknown reset option(s) {sorted(options)}; valid: users, reset_mask")
-        if mask is None:
+        idx, users, partial = reset_targets(options, self._all, self.cover_all_users, self._draw_users)
+        if not partial:
             self.grouping.reset()
         self.core.reset_envs(idx, users)
         self._done[idx] = False
