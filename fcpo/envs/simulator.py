@@ -49,7 +49,7 @@ from fcpo.data.groups import make_grouping
 from fcpo.envs.core import validate_slates
 from fcpo.envs.env_data import EnvData, EnvDataKey, get_env_data
 from fcpo.envs.movielens_fair import COST_NAME
-from fcpo.envs.vector import batch_layout, reset_targets
+from fcpo.envs.vector import SlateContractMixin, batch_layout, reset_targets
 
 __all__ = ["SimParams", "SIM_PRESETS", "SimEnvConfig", "SimData", "get_sim_data", "SimCore", "MovieLensSimEnv",
            "MovieLensSimVectorEnv", "calibrate_line"]
@@ -442,7 +442,7 @@ class MovieLensSimEnv(gym.Env):
         return "\n".join(lines) + "\n"
 
 
-class MovieLensSimVectorEnv(VectorEnv):
+class MovieLensSimVectorEnv(SlateContractMixin, VectorEnv):
     """Batched simulator (numpy over users).  Autoreset ``NEXT_STEP`` (default) or ``DISABLED``
     (``cover_all_users=True`` implies it: one env per user).  One generator, seeded by
     ``reset(seed=...)``, draws users and clicks.  ``click_model`` is passed to :class:`SimCore`."""

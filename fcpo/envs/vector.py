@@ -62,7 +62,43 @@ def reset_targets(options: dict | None, all_idx: np.ndarray, cover_all_users: bo
     return idx, users, mask is not None
 
 
-class MovieLensFairVectorEnv(VectorEnv):
+class SlateContractMixin:
+    """The contract attributes of :class:`fcpo.envs.contract.SlateVectorEnv`, read from ``self.core``."""
+
+    @property
+    def slate_size(self) -> int:
+        return self.core.k
+
+    @property
+    def horizon(self) -> int:
+        return self.core.horizon
+
+    @property
+    def n_items(self) -> int:
+        return self.core.n_items
+
+    @property
+    def n_history(self) -> int:
+        return self.core.n_hist
+
+    @property
+    def is_popular(self) -> np.ndarray:
+        return self.grouping.is_popular
+
+    @property
+    def history(self) -> np.ndarray:
+        return self.core.history
+
+    @property
+    def user_rows(self) -> np.ndarray:
+        return self.core.rows
+
+    def item_mask(self) -> np.ndarray:
+        """Bool [num_envs, n_items]: True for items not yet recommended in each episode."""
+        return self.core.action_masks()
+
+
+class MovieLensFairVectorEnv(SlateContractMixin, VectorEnv):
     """Batched replay env; see the module docstring for semantics."""
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
