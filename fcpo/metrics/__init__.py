@@ -34,6 +34,7 @@ or a separate function.
 Modules
 -------
 ``accuracy``   precision/recall/F1/NDCG/hit rate@K, MRR, :func:`relevance_matrix`.
+``cutoffs``    the same accuracy metrics at many cut-offs (t * K, t = 1..L) in one pass.
 ``exposure``   exposure counts, Gini (FCPO, RecBole, Elliot), Lorenz curve,
                popularity rate, item coverage, tail percentage.
 ``diversity``  DivRatio, ORRatio, genre distributions, MGU@K, DGU@K (SPRec).
@@ -48,6 +49,7 @@ from fcpo.metrics.accuracy import (
     recall_at_k,
     relevance_matrix,
 )
+from fcpo.metrics.cutoffs import ACCURACY_METRICS, accuracy_at_cutoffs, accuracy_by_cutoff
 from fcpo.metrics.candidates import hr_at_1, hr_at_1_text, text_choice, valid_ratio, valid_ratio_text
 from fcpo.metrics.diversity import dgu_at_k, div_ratio, genre_distribution, mgu_at_k, or_ratio
 from fcpo.metrics.exposure import (
@@ -70,6 +72,10 @@ __all__ = [
     "ndcg_at_k",
     "hit_rate_at_k",
     "mrr",
+    # accuracy at many cut-offs
+    "ACCURACY_METRICS",
+    "accuracy_at_cutoffs",
+    "accuracy_by_cutoff",
     # exposure
     "exposure_counts",
     "gini_fcpo",
