@@ -56,6 +56,11 @@ class CPOConfig:
     fvp_method:
         ``"autograd"`` (double back-propagation) or ``"func"`` (``torch.func``
         forward-over-reverse); see :func:`fcpo.solvers.fisher_vector_product`.
+    joint_cg:
+        Feasible start: solve ``H x = g`` and ``H x = b`` in one lock-step CG
+        loop (one ``hvp`` call on the ``(2, n)`` stack per iteration) rather
+        than two loops.  Same products either way with the default row-loop
+        ``hvp``; see :func:`fcpo.solvers.cpo_step` and ``benchmarks/cpo_step.py``.
     """
 
     max_kl: float = 0.01
@@ -70,6 +75,7 @@ class CPOConfig:
     centre_reward_advantages: bool = True
     rescale_reward_advantages: bool = True
     fvp_method: str = "autograd"
+    joint_cg: bool = True
 
     def __post_init__(self) -> None:
         def _pos(name: str, allow_zero: bool = False) -> None:
@@ -90,6 +96,8 @@ class CPOConfig:
         r = self.backtrack_ratio
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not (0.0 < r < 1.0):
             raise ValueError(f"backtrack_ratio must lie in (0, 1), got {r!r}")
+        if not isinstance(self.joint_cg, bool):
+            raise ValueError(f"joint_cg must be a bool, got {self.joint_cg!r}")
         if self.fvp_method not in ("autograd", "func"):
             raise ValueError(f"fvp_method must be 'autograd' or 'func', got {self.fvp_method!r}")
 

@@ -275,6 +275,27 @@ def _options(config: Optional[CPOConfig], delta, cg_iters, cg_residual_tol, cost
     return float(delta), it, tol, ctol
 
 
+def _stack_results(rg: CGResult, rb: CGResult) -> CGResult:
+    """One :class:`CGResult` for the systems ``H x = g`` and ``H x = b`` solved by two CG loops.
+
+    Rows are ordered ``(g, b)`` as in a joint solve; ``iterations`` is the
+    larger loop count (what a lock-step loop would report), the operator was
+    called ``rg.iterations + rb.iterations`` times.
+    """
+    hg, hb = rg.residual_history, rb.residual_history
+    history = tuple((h[0], hb[0][0]) for h in hg) + tuple((hg[-1][0], h[0]) for h in hb[1:])
+    return CGResult(
+        x=torch.stack([rg.x, rb.x]),
+        iterations=max(rg.iterations, rb.iterations),
+        column_iterations=rg.column_iterations + rb.column_iterations,
+        residual_norms=rg.residual_norms + rb.residual_norms,
+        rhs_norms=rg.rhs_norms + rb.rhs_norms,
+        converged=rg.converged + rb.converged,
+        breakdown=rg.breakdown + rb.breakdown,
+        residual_history=history,
+    )
+
+
 def _solve(hvp, rhs: Tensor, iters: int, tol: float) -> CGResult:
     res = conjugate_gradient(hvp, rhs, max_iters=iters, residual_tol=tol)
     if res.any_breakdown:
@@ -285,6 +306,12 @@ def _solve(hvp, rhs: Tensor, iters: int, tol: float) -> CGResult:
     if not bool(torch.isfinite(res.x).all()):
         raise ValueError("conjugate gradient produced non-finite values")
     return res
+
+
+def _check_s(s: float) -> float:
+    if not math.isfinite(s) or s <= 0:
+        raise ValueError(f"invalid curvature s={s}: hvp is not positive definite")
+    return s
 
 
 def _div(a: float, b: float) -> float:
@@ -401,6 +428,7 @@ def cpo_step(
     cg_iters: Optional[int] = None,
     cg_residual_tol: Optional[float] = None,
     cost_grad_tol: Optional[float] = None,
+    joint_cg: Optional[bool] = None,
 ) -> StepResult:
     """Analytic CPO step for one constraint (Achiam et al. 2017, eqs. 10-14, appendix 10.2).
 
@@ -419,8 +447,16 @@ def cpo_step(
         (see :func:`~fcpo.solvers.fisher_vector_product`).
     config, cg_iters, cg_residual_tol, cost_grad_tol:
         Limits; explicit keywords override ``config`` (default ``CPOConfig()``).
+    joint_cg:
+        Feasible start (``c <= 0``): solve ``H x = g`` and ``H x = b`` in one
+        lock-step CG loop (one ``hvp`` call on a ``(2, n)`` stack per
+        iteration) if true, else in two loops; ``None`` means
+        ``config.joint_cg``.  Infeasible start (``c > 0``): ``H x = b`` is
+        always solved first and ``H x = g`` only if the step is not the
+        recovery step (eq. 14 needs only ``s``); the recovery result then has
+        ``q = A = 0.0`` (not computed) and ``r = g^T H^-1 b``.
 
-    ``H^-1 g`` and ``H^-1 b`` are solved together by one CG loop.  Cases (see
+    Cases (see
     the ``CASE_*`` constants): zero cost gradient and feasible, or whole region
     feasible -> TRPO step; boundary cutting the region or infeasible but
     recoverable -> dual solution (eq. 12-13); infeasible and unrecoverable ->
@@ -435,6 +471,7 @@ def cpo_step(
     b = b.to(g.dtype)
     c = _check_scalar(c, "c")
     delta, iters, tol, ctol = _options(config, delta, cg_iters, cg_residual_tol, cost_grad_tol)
+    joint = (config.joint_cg if config is not None else CPOConfig.joint_cg) if joint_cg is None else bool(joint_cg)
 
     if float(torch.dot(b, b)) <= ctol:
         if c <= 0:
@@ -442,24 +479,35 @@ def cpo_step(
             return _guard(_trpo_from(g, res.x, delta, CASE_TRPO_ZERO_COST_GRAD, res, c=c))
         return StepResult(torch.zeros_like(g), 0.0, 0.0, CASE_INFEASIBLE_ZERO_COST_GRAD, c=c, delta=delta)
 
-    res = _solve(hvp, torch.stack([g, b]), iters, tol)
+    if c > 0:
+        # infeasible: the recovery test B < 0 needs only s = b^T H^-1 b, so the
+        # cost system is solved first and H x = g only when the step needs it
+        res_b = _solve(hvp, b, iters, tol)
+        vb = res_b.x
+        s = _check_s(float(torch.dot(b, vb)))
+        B = 2.0 * delta - c * (c / s)
+        if B < 0:  # eq. (14): no feasible point in the trust region
+            beta = -math.sqrt(2.0 * delta / s)
+            x = beta * vb
+            return _guard(StepResult(
+                x, 0.0, 0.0, CASE_INFEASIBLE_RECOVERY, q=0.0, r=float(torch.dot(g, vb)), s=s, A=0.0, B=B,
+                c=c, delta=delta, predicted_reward_change=float(torch.dot(g, x)), predicted_cost_change=beta * s,
+                predicted_kl=0.5 * beta * beta * s, cg=res_b,
+            ))
+        res_g = _solve(hvp, g, iters, tol)
+        res = _stack_results(res_g, res_b)
+    elif joint:
+        res = _solve(hvp, torch.stack([g, b]), iters, tol)
+    else:
+        res = _stack_results(_solve(hvp, g, iters, tol), _solve(hvp, b, iters, tol))
     vg, vb = res.x[0], res.x[1]
     q = float(torch.dot(g, vg))
-    s = float(torch.dot(b, vb))
+    s = _check_s(float(torch.dot(b, vb)))
     r = float(torch.dot(b, vg))  # = g^T H^-1 b; this choice makes b^T x + c = 0 exact when active
-    if not (math.isfinite(q) and math.isfinite(r) and math.isfinite(s)) or q < 0 or s <= 0:
+    if not (math.isfinite(q) and math.isfinite(r)) or q < 0:
         raise ValueError(f"invalid curvature q={q}, s={s}: hvp is not positive definite")
     A = q - r * (r / s)
     B = 2.0 * delta - c * (c / s)
-
-    if c > 0 and B < 0:  # eq. (14): no feasible point in the trust region
-        beta = -math.sqrt(2.0 * delta / s)
-        x = beta * vb
-        return _guard(StepResult(
-            x, 0.0, 0.0, CASE_INFEASIBLE_RECOVERY, q=q, r=r, s=s, A=A, B=B, c=c, delta=delta,
-            predicted_reward_change=float(torch.dot(g, x)), predicted_cost_change=beta * s,
-            predicted_kl=0.5 * beta * beta * s, cg=res,
-        ))
     if c < 0 and B <= 0:  # whole trust region feasible
         return _guard(_trpo_from(g, vg, delta, CASE_TRPO_ALL_FEASIBLE, res, c=c, r=r, s=s))
 
@@ -500,8 +548,11 @@ def cpo_update(
     """One CPO policy update: :func:`cpo_step` then :func:`backtracking_line_search`.
 
     ``evaluate(theta') -> (surrogate_reward, surrogate_cost, mean_kl)``; the
-    line search demands reward improvement only in the feasible cases.  Load
-    ``result.params`` into the policy afterwards.
+    line search demands reward improvement only in the feasible cases.
+    ``baseline``: the surrogates at ``theta`` if known, ``(reward, cost)`` or
+    ``(reward, cost, kl)`` -- pass the values ``g`` and ``b`` were taken from
+    to save one evaluation (default ``None``: ``evaluate(theta)`` is called).
+    Load ``result.params`` into the policy afterwards.
     """
     cfg = config if config is not None else CPOConfig()
     step = cpo_step(g, b, c, cfg.max_kl, hvp, config=cfg)
@@ -522,7 +573,10 @@ def trpo_update(
     config: Optional[CPOConfig] = None,
     baseline: Optional[Sequence] = None,
 ) -> UpdateResult:
-    """One TRPO policy update (no cost test in the line search; ``evaluate``'s cost is ignored)."""
+    """One TRPO policy update (no cost test in the line search; ``evaluate``'s cost is ignored).
+
+    ``baseline`` as in :func:`cpo_update`; its cost entry is ignored (e.g. ``(reward, nan)``).
+    """
     cfg = config if config is not None else CPOConfig()
     step = trpo_step(g, cfg.max_kl, hvp, config=cfg)
     ls = backtracking_line_search(

@@ -97,7 +97,13 @@ def backtracking_line_search(
         Demand a strictly positive surrogate reward change (set it for the
         feasible cases, clear it for recovery / infeasible steps).
     baseline:
-        ``evaluate(theta)`` if already known (saves one evaluation).
+        The values at ``theta_k`` if already known, which saves the
+        evaluation of ``theta_k``: ``(surrogate_reward, surrogate_cost)`` or
+        ``(surrogate_reward, surrogate_cost, mean_kl)`` (the KL is not used;
+        it is 0 at ``theta_k``).  Typically the surrogates the caller
+        differentiated for ``g`` and ``b`` (tensors are detached).  With
+        ``c=None`` the cost entry may be any number (e.g. ``nan``).
+        ``None`` (default): call ``evaluate(theta)``.
 
     ``evaluate`` may leave the model at the last candidate: load
     ``result.params`` afterwards.
@@ -120,8 +126,17 @@ def backtracking_line_search(
     if isinstance(max_backtracks, bool) or not isinstance(max_backtracks, int) or max_backtracks < 1:
         raise ValueError(f"max_backtracks must be an int >= 1, got {max_backtracks!r}")
 
-    base = evaluate(theta) if baseline is None else baseline
-    r0, c0, _ = (_scalar(v, n) for v, n in zip(base, ("reward", "cost", "kl")))
+    if baseline is None:
+        base = tuple(evaluate(theta))
+        if len(base) != 3:
+            raise ValueError(f"evaluate() must return (reward, cost, kl), got {len(base)} values")
+    else:
+        base = tuple(baseline)
+        if len(base) not in (2, 3):
+            raise ValueError(
+                f"baseline must be (reward, cost) or (reward, cost, kl) at theta_k, got {len(base)} values"
+            )
+    r0, c0 = _scalar(base[0], "reward"), _scalar(base[1], "cost")
     if not check_cost:
         c0 = 0.0 if not math.isfinite(c0) else c0
     if not (math.isfinite(r0) and math.isfinite(c0)):
