@@ -17,6 +17,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from typing import Callable
 
@@ -122,20 +123,20 @@ def trpo_once(pb: Problem, cfg: CPOConfig, method: str):
     lr, lc, _, _ = pb.surrogates()
     g = flat_grad(lr, pb.params)
     hvp = pb.hvp(cfg, method)
-    base = (lr.item(), lc.item(), 0.0)
+    base = (lr.item(), lc.item())
     res = trpo_update(pb.theta0, g, hvp, pb.evaluate, config=cfg, baseline=base)
     set_flat_params(pb.params, res.params)
     return res
 
 
-def cpo_once(pb: Problem, cfg: CPOConfig, method: str, c: float):
+def cpo_once(pb: Problem, cfg: CPOConfig, method: str, c: float, baseline: bool = True):
     lr, lc, _, _ = pb.surrogates()
     # two plain backward passes: on CPU they measured faster than one batched
     # flat_grad(torch.stack([lr, lc]), ...) (is_grads_batched)
     g = flat_grad(lr, pb.params, retain_graph=True)
     b = flat_grad(lc, pb.params)
     hvp = pb.hvp(cfg, method)
-    base = (lr.item(), lc.item(), 0.0)
+    base = (lr.item(), lc.item()) if baseline else None  # surrogates at theta_k: no evaluation spent there
     res = cpo_update(pb.theta0, g, b, c, hvp, pb.evaluate, config=cfg, baseline=base)
     set_flat_params(pb.params, res.params)
     return res
@@ -151,18 +152,38 @@ def timeit(fn: Callable[[], object], reset: Callable[[], None]) -> tuple[float, 
     return w, c, out
 
 
-def parse_variant(spec: str) -> tuple[str, int, bool | None]:
-    """``method[:subsample[:b|s]]``: FVP method, Fisher subsample step, batched (b) or row loop (s)."""
+def parse_variant(spec: str) -> tuple[str, int, bool | None, bool]:
+    """``method[:subsample[:b|s[:j|q]]]``: FVP method, Fisher subsample step, batched (b) or row loop (s)
+    products of a stack, joint lock-step CG (j, default) or sequential CG solves (q) for g and b."""
     parts = spec.split(":")
     method = parts[0]
     sub = int(parts[1]) if len(parts) > 1 and parts[1] else 1
     batched = {"b": True, "s": False}.get(parts[2]) if len(parts) > 2 else None
-    return method, sub, batched
+    joint = {"j": True, "q": False}.get(parts[3], CPOConfig.joint_cg) if len(parts) > 3 else CPOConfig.joint_cg
+    return method, sub, batched, joint
+
+
+def count_evaluations(pb: Problem, fn: Callable[[], object]) -> int:
+    """Number of full-batch ``evaluate`` calls made by ``fn`` (line-search cost)."""
+    calls = [0]
+    inner = pb.evaluate
+
+    def counted(theta):
+        calls[0] += 1
+        return inner(theta)
+
+    pb.evaluate = counted
+    try:
+        fn()
+    finally:
+        pb.evaluate = inner
+        pb.reset()
+    return calls[0]
 
 
 def bench_updates(args, spec: str) -> dict:
-    method, sub, batched = parse_variant(spec)
-    cfg = CPOConfig(max_kl=args.max_kl, cg_iters=args.cg_iters, damping=args.damping)
+    method, sub, batched, joint = parse_variant(spec)
+    cfg = CPOConfig(max_kl=args.max_kl, cg_iters=args.cg_iters, damping=args.damping, joint_cg=joint)
     pb = Problem(args.samples, args.obs_dim, args.hidden, args.act_dim, args.seed,
                  fvp_subsample=sub, fvp_batched=batched)
     # choose c so that the constraint cuts the trust region (dual solution, the
@@ -172,19 +193,25 @@ def bench_updates(args, spec: str) -> dict:
     b = flat_grad(lc, pb.params)
     probe = cpo_step(g, b, 0.0, cfg.max_kl, pb.hvp(cfg, method), config=cfg)
     c = -0.3 * math.sqrt(2 * cfg.max_kl * probe.s)
+    c_recovery = 2.0 * math.sqrt(2 * cfg.max_kl * probe.s)  # infeasible, out of reach: eq. (14)
     pb.reset()
 
     # warm-up (allocator, autograd caches)
     trpo_once(pb, cfg, method); pb.reset()
     cpo_once(pb, cfg, method, c); pb.reset()
 
-    t_trpo, t_cpo, cpu_trpo, cpu_cpo = [], [], [], []
+    t_trpo, t_cpo, cpu_trpo, cpu_cpo, t_rec = [], [], [], [], []
     last = {}
     for _ in range(args.repeats):  # interleaved so that load changes hit both alike
         w, cp, r = timeit(lambda: trpo_once(pb, cfg, method), pb.reset)
         t_trpo.append(w); cpu_trpo.append(cp); last["trpo"] = r
         w, cp, r = timeit(lambda: cpo_once(pb, cfg, method, c), pb.reset)
         t_cpo.append(w); cpu_cpo.append(cp); last["cpo"] = r
+        w, _, r = timeit(lambda: cpo_once(pb, cfg, method, c_recovery), pb.reset)
+        t_rec.append(w); last["recovery"] = r
+    evals = {"cpo_with_baseline": count_evaluations(pb, lambda: cpo_once(pb, cfg, method, c)),
+             "cpo_without_baseline": count_evaluations(pb, lambda: cpo_once(pb, cfg, method, c, baseline=False)),
+             "trpo_with_baseline": count_evaluations(pb, lambda: trpo_once(pb, cfg, method))}
 
     # components (median process CPU seconds): one product, a (2, n) stack in one call,
     # two single calls; CG with one RHS, two RHS in one loop, two RHS in two loops
@@ -217,6 +244,12 @@ def bench_updates(args, spec: str) -> dict:
         "fvp_method": method,
         "fvp_subsample": sub,
         "fvp_batched": batched if batched is not None else (method == "func"),
+        "joint_cg": joint,
+        "cpo_recovery_s": t_rec,
+        "cpo_recovery_median_s": statistics.median(t_rec),
+        "ratio_recovery_over_trpo": statistics.median(t_rec) / mt,
+        "cpo_recovery_case": last["recovery"].step.case,
+        "line_search_evaluations": evals,
         "n_params": pb.n_params,
         "n_samples": args.samples,
         "c": c,
@@ -292,11 +325,14 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-          f"load avg {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "")
+    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads "
+          f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}), {platform.processor() or platform.machine()}, "
+          f"load avg {load}")
     results = {"args": vars(args), "torch": torch.__version__, "threads": torch.get_num_threads(),
+               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                "python": sys.version.split()[0], "cpu_count": os.cpu_count(),
-               "load_avg_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None, "updates": []}
+               "load_avg_start": load, "updates": []}
     print(f"\nOne policy update, {args.samples} samples, float32, cg_iters={args.cg_iters}, median of {args.repeats}")
     print(f"{'variant':12s} {'params':>7s} {'TRPO s':>8s} {'CPO s':>8s} {'ratio':>6s} {'cpu r':>6s} {'fvp1':>7s} {'fvp2':>7s} "
           f"{'fvp1x2':>7s} {'cg1':>7s} {'cg2':>7s} {'cg2x1':>7s}  case")
@@ -309,7 +345,11 @@ def main(argv=None) -> dict:
               f"{cp['fvp_2_calls']:7.3f} {cp['cg_1_rhs']:7.3f} {cp['cg_2_rhs_one_loop']:7.3f} "
               f"{cp['cg_2_rhs_two_loops']:7.3f}  {r['cpo_case']} (nu={r['cpo_nu']:.3g}, "
               f"ls frac {r['cpo_line_search']['fraction']:.3g})", flush=True)
-    print("variant = fvp method[:Fisher on every k-th sample[:b batched RHS | s row loop]]\n"
+        ev = r["line_search_evaluations"]
+        print(f"{'':12s} recovery step {r['cpo_recovery_median_s']:.3f} s (ratio {r['ratio_recovery_over_trpo']:.2f},"
+              f" {r['cpo_recovery_case']}); line-search evaluations CPO {ev['cpo_with_baseline']} with baseline,"
+              f" {ev['cpo_without_baseline']} without; TRPO {ev['trpo_with_baseline']}", flush=True)
+    print("variant = fvp method[:Fisher on every k-th sample[:b batched RHS | s row loop[:j joint | q sequential CG]]]\n"
           "ratio = median wall time CPO / TRPO (target <= 1.3); cpu r = same with process CPU time.\n"
           "components, median CPU s: fvp1 one product, fvp2 a (2, n) stack in one call, fvp1x2 two calls;\n"
           "cg1 one RHS, cg2 two RHS in one loop, cg2x1 two RHS in two loops (cg_iters each)")
@@ -318,11 +358,15 @@ def main(argv=None) -> dict:
         print(f"\nCG iterations to a 1e-10 residual (float64, damping={args.damping}, "
               f"{args.sweep_samples} samples, cap {args.sweep_max_iters})")
         results["cg_sweep"] = cg_sweep(args)
-    results["load_avg_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    results["load_avg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    print(f"load avg at end {results['load_avg_end']}")
 
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as fh:
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(out_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".cpo_step.")
+    with os.fdopen(fd, "w") as fh:  # atomic: never a half-written result file
         json.dump(results, fh, indent=2)
+    os.replace(tmp, args.out)
     print(f"\nwrote {args.out}")
     return results
 

@@ -54,8 +54,9 @@ class CPOConfig:
         Reward advantages may be standardised freely (only the direction of
         ``g`` matters, eq. 13 rescales it).
     fvp_method:
-        ``"autograd"`` (double back-propagation) or ``"func"`` (``torch.func``
-        forward-over-reverse); see :func:`fcpo.solvers.fisher_vector_product`.
+        ``"autograd"`` (double back-propagation), ``"func"`` (``torch.func``
+        forward-over-reverse) or ``"gauss_newton"`` (``J^T M J v``, needs the
+        policy outputs); see :func:`fcpo.solvers.fisher_vector_product`.
     joint_cg:
         Feasible start: solve ``H x = g`` and ``H x = b`` in one lock-step CG
         loop (one ``hvp`` call on the ``(2, n)`` stack per iteration) rather
@@ -98,8 +99,8 @@ class CPOConfig:
             raise ValueError(f"backtrack_ratio must lie in (0, 1), got {r!r}")
         if not isinstance(self.joint_cg, bool):
             raise ValueError(f"joint_cg must be a bool, got {self.joint_cg!r}")
-        if self.fvp_method not in ("autograd", "func"):
-            raise ValueError(f"fvp_method must be 'autograd' or 'func', got {self.fvp_method!r}")
+        if self.fvp_method not in ("autograd", "func", "gauss_newton"):
+            raise ValueError(f"fvp_method must be 'autograd', 'func' or 'gauss_newton', got {self.fvp_method!r}")
 
     @property
     def delta(self) -> float:
