@@ -115,6 +115,10 @@ class Problem:
 
             return fisher_vector_product(kl_fn, self.params, damping=cfg.damping, method="func",
                                          batched=self.fvp_batched)
+        if method == "gauss_newton":
+            mu0, ls0 = self.mu0[self.sub], self.ls0
+            return fisher_vector_product(lambda out: mean_kl(mu0, ls0, *out), self.params, damping=cfg.damping,
+                                         method="gauss_newton", outputs_fn=lambda: self.policy(self.states[self.sub]))
         return fisher_vector_product(self.kl, self.params, damping=cfg.damping, method="autograd",
                                      batched=self.fvp_batched)
 
@@ -219,6 +223,8 @@ def bench_updates(args, spec: str) -> dict:
     v1 = torch.randn(pb.n_params)
     v2 = torch.randn(2, pb.n_params)
     gd, bd = g.detach(), b.detach()
+    ref = pb.hvp(cfg, "autograd")(v1)  # same products, whatever the method: check
+    fvp_rel_diff = float((hvp(v1) - ref).norm() / ref.norm())
     parts = {
         "fvp_1": lambda: hvp(v1),
         "fvp_stack_2": lambda: hvp(v2),
@@ -245,6 +251,7 @@ def bench_updates(args, spec: str) -> dict:
         "fvp_subsample": sub,
         "fvp_batched": batched if batched is not None else (method == "func"),
         "joint_cg": joint,
+        "fvp_rel_diff_vs_autograd": fvp_rel_diff,
         "cpo_recovery_s": t_rec,
         "cpo_recovery_median_s": statistics.median(t_rec),
         "ratio_recovery_over_trpo": statistics.median(t_rec) / mt,
@@ -314,7 +321,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    ap.add_argument("--variants", default="autograd,autograd:1:b,func,autograd:5",
+    ap.add_argument("--variants", default="autograd,autograd:1:b,autograd:1:s:q,func,gauss_newton,autograd:5",
                     help="comma list of method[:fisher_subsample[:b|s]] (b: vmapped batch of RHS, s: row loop)")
     ap.add_argument("--sweep-hidden", default="8,16,32,64,128")
     ap.add_argument("--sweep-samples", type=int, default=2000)
