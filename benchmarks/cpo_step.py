@@ -6,7 +6,10 @@ parameters, close to the 38,664 of the FCPO authors' ml-100k policy) over 9,430
 random samples.  One update is everything after the rollout: surrogate
 forward pass, gradient(s), KL graph, CG solve(s), the dual (CPO), line search.
 
-    python benchmarks/cpo_step.py --out results/benchmarks/cpo_step.json
+    OMP_NUM_THREADS=1 python benchmarks/cpo_step.py --threads 1 --out results/benchmarks/cpo_step.json
+
+The JSON records the thread count and ``os.getloadavg()`` at start and end;
+wall times on a shared machine drift with the load, process CPU times less.
 """
 from __future__ import annotations
 

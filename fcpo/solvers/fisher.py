@@ -130,8 +130,8 @@ def fisher_vector_product(
         ``"func"``: forward-over-reverse ``torch.func.jvp(torch.func.grad(kl))``.
         ``"gauss_newton"``: ``J^T (M (J v))`` with ``J = d outputs_fn() / d params``
         and ``M`` the output-space KL Hessian (exact at ``theta_k``, see the
-        module docstring); on the ``benchmarks/cpo_step.py`` policy about 1.4x
-        faster per product than ``"autograd"``, same values.
+        module docstring); on the ``benchmarks/cpo_step.py`` policy (1 thread)
+        0.034 s per product against 0.053 s for ``"autograd"``, same values.
     outputs_fn:
         ``method="gauss_newton"`` only: ``outputs_fn()`` returns the current
         policy's distribution parameters on the Fisher batch as functions of
