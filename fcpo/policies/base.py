@@ -64,13 +64,37 @@ def gumbel_topk(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = Non
     return masked_topk(scores - torch.log(-torch.log(u)), k, exclude)
 
 
+def shown_mask(shown: torch.Tensor, n_items: int) -> torch.Tensor:
+    """Dense bool [B, n_items] from padded item lists [B, S] (-1 = padding): True for listed items."""
+    dense = torch.zeros(shown.shape[0], n_items + 1, dtype=torch.bool, device=shown.device)
+    dense.scatter_(1, torch.where(shown < 0, torch.full_like(shown, n_items), shown), True)
+    return dense[:, :n_items]
+
+
+PL_METHODS = ("sequential", "cumsum")
+
+
 def plackett_luce_log_prob(scores: torch.Tensor, items: torch.Tensor, exclude: torch.Tensor | None = None,
-                           per_slot: bool = False) -> torch.Tensor:
+                           per_slot: bool = False, method: str = "sequential", floor: float = 1e-6) -> torch.Tensor:
     """Exact log P(items in this order) under Plackett-Luce over softmax(scores) with earlier picks
     (and ``exclude``) masked: sum_j [s_{i_j} - logsumexp_{i not yet taken} s_i]
-    (``per_slot=True``: the K terms, shape [B, K])."""
+    (``per_slot=True``: the K terms, shape [B, K]).
+
+    ``method="sequential"``: one masked logsumexp per slot (K passes over the catalogue).
+    ``method="cumsum"``: one logsumexp per state, term_j = log p_{i_j} - log(1 - sum_{l<j} p_{i_l}) with
+    p = softmax(scores) over non-excluded items (``items`` distinct); equal to the sequential form while
+    the mass left after the earlier picks exceeds ``floor``, floored below it (near-deterministic slates).
+    """
+    if method not in PL_METHODS:
+        raise ValueError(f"method must be one of {PL_METHODS}, got {method!r}")
     if exclude is not None:
         scores = scores.masked_fill(exclude, float("-inf"))
+    if method == "cumsum":
+        log_p = torch.gather(scores, 1, items) - torch.logsumexp(scores, dim=1, keepdim=True)
+        p = log_p.double().exp()
+        left = (1.0 - (torch.cumsum(p, dim=1) - p)).clamp_min(floor)
+        terms = log_p - torch.log(left).to(log_p.dtype)
+        return terms if per_slot else terms.sum(dim=1)
     b, k = items.shape
     terms = []
     taken = torch.zeros_like(scores, dtype=torch.bool)
