@@ -26,7 +26,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 
-from fcpo.policies.base import Policy
+from fcpo.policies.base import Policy, check_alpha_prime  # noqa: F401 (re-exported)
 
 # ----------------------------------------------------------------------------------- config fields
 
@@ -61,13 +61,6 @@ def config_fields(cls) -> list[dict]:
         type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
         out.append({"name": f.name, "type": type_name, "default": default, "help": help_text})
     return out
-
-
-def check_alpha_prime(value, owner: str = "config") -> float:
-    """α' (the share of G0 items allowed per slate) must lie in (0, 1]; returns it as a float."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
-        raise ValueError(f"{owner}: alpha_prime (--alpha, α') must lie in (0, 1], got {value!r}")
-    return float(value)
 
 
 # ----------------------------------------------------------------------------------- the protocol

@@ -107,15 +107,15 @@ def lagrange_update(multiplier: LagrangeMultiplier, constraints: Constraints) ->
     return multiplier.update(constraints.values)
 
 
-def lagrangian_advantage(adv_r: torch.Tensor, adv_c: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """(A_R − Σ_i λ_i A_{C_i}) / (1 + Σ_i λ_i): ``adv_r`` [...], ``adv_c`` [m, ...], ``lam`` [m] (≥ 0).
+def lagrangian_advantage(adv_r: torch.Tensor, adv_c: torch.Tensor, multiplier: torch.Tensor) -> torch.Tensor:
+    """(A_R − Σ_i λ_i A_{C_i}) / (1 + Σ_i λ_i): ``adv_r`` [...], ``adv_c`` [m, ...], ``multiplier`` λ [m] (≥ 0).
 
     The normalisation keeps the advantage's scale bounded as λ grows (Ray et al. 2019; OmniSafe)."""
-    lam = torch.as_tensor(lam, dtype=adv_r.dtype, device=adv_r.device).reshape(-1)
-    if adv_c.shape[0] != lam.numel() or adv_c.shape[1:] != adv_r.shape:
-        raise ValueError(f"adv_c must be [m={lam.numel()}, *{tuple(adv_r.shape)}], got {tuple(adv_c.shape)}")
-    penalty = (lam.reshape(-1, *([1] * adv_r.dim())) * adv_c).sum(dim=0)
-    return (adv_r - penalty) / (1.0 + lam.sum())
+    multiplier = torch.as_tensor(multiplier, dtype=adv_r.dtype, device=adv_r.device).reshape(-1)
+    if adv_c.shape[0] != multiplier.numel() or adv_c.shape[1:] != adv_r.shape:
+        raise ValueError(f"adv_c must be [m={multiplier.numel()}, *{tuple(adv_r.shape)}], got {tuple(adv_c.shape)}")
+    penalty = (multiplier.reshape(-1, *([1] * adv_r.dim())) * adv_c).sum(dim=0)
+    return (adv_r - penalty) / (1.0 + multiplier.sum())
 
 
 # --------------------------------------------------------------------------------------- agent

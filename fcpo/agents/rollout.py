@@ -162,8 +162,8 @@ def collect(env, actor, value_r, value_c, users: np.ndarray, device: torch.devic
         def sample_fn(obs_t, exclude):
             return actor.sample(obs_t, exclude, generator=generator)
     n = env.num_envs
-    horizon, k, n_items, n_hist = env.horizon, env.slate_size, env.n_items, env.n_history
-    n_shown = n_hist + k * horizon
+    horizon, k, n_items, n_history = env.horizon, env.slate_size, env.n_items, env.n_history
+    n_shown = n_history + k * horizon
     rew = np.zeros((horizon, n))
     cst = np.zeros((horizon, n))
     slot_rew = np.zeros((horizon, n, k))
@@ -185,11 +185,11 @@ def collect(env, actor, value_r, value_c, users: np.ndarray, device: torch.devic
     def record(step: SlateStep):
         t = step.t
         if t == 0:
-            shown_now[:, :n_hist] = step.state.history.cpu().numpy()
+            shown_now[:, :n_history] = step.state.history.cpu().numpy()
         alive[t] = step.alive
         shown[t] = shown_now
         rew[t], cst[t], slot_rew[t] = step.reward, step.info["cost"], step.info["slot_rewards"]
-        shown_now[:, n_hist + k * t: n_hist + k * (t + 1)] = step.slate.cpu().numpy()
+        shown_now[:, n_history + k * t: n_history + k * (t + 1)] = step.slate.cpu().numpy()
 
     horizon_used = run_slate_episodes(env, users, act, device, on_step=record)
     sl = slice(0, horizon_used)

@@ -92,7 +92,7 @@ class TPGRAgent(Checkpointed):
         self.n_users_batch = n_users if config.max_users is None else min(config.max_users, n_users)
         self.env = self.env_spec.make_vector(self.n_users_batch * config.rollouts_per_user, mode="train")
         env = self.env
-        self.n_items, self.k, self.horizon, self.n_hist = env.n_items, env.slate_size, env.horizon, env.n_history
+        self.n_items, self.k, self.horizon, self.n_history = env.n_items, env.slate_size, env.horizon, env.n_history
         items = torch.as_tensor(env.env_data.item_embeddings, dtype=torch.float32, device=self.device)
         tree = build_balanced_tree(items, config.depth, config.branching, config.clustering)
         self.policy = TreePolicy(tree, int(env.single_observation_space.shape[0]), config.hidden).to(self.device)
@@ -165,7 +165,7 @@ class TPGRAgent(Checkpointed):
             total = 0.0
             for start in range(0, n, cfg.minibatch):  # gradient accumulation over transition chunks
                 ti, ei = t_idx[start:start + cfg.minibatch], e_idx[start:start + cfg.minibatch]
-                keep = cols[None, :] < (self.n_hist + ti * self.k)[:, None]
+                keep = cols[None, :] < (self.n_history + ti * self.k)[:, None]
                 exclude = shown_mask(torch.where(keep, all_shown[ei], torch.full_like(all_shown[ei], -1)), self.n_items)
                 state = SlateState(batch["obs"][ti, ei], batch["initial"][ei], batch["user"][ei])
                 logp = self.policy.log_prob(state, batch["slates"][ti, ei], exclude=exclude)

@@ -307,7 +307,7 @@ class WolpertingerAgent(Checkpointed):
         torch.manual_seed(self.seed)
         self.env = self.env_spec.make_vector(cfg.num_envs, mode="train")
         env_data = self.env.env_data
-        self.n_items, self.k, self.horizon, self.n_hist = (self.env.n_items, self.env.slate_size, self.env.horizon,
+        self.n_items, self.k, self.horizon, self.n_history = (self.env.n_items, self.env.slate_size, self.env.horizon,
                                                            self.env.n_history)
         obs_dim = int(self.env.single_observation_space.shape[0])
         items = torch.as_tensor(env_data.item_embeddings, dtype=torch.float32, device=dev)
@@ -326,7 +326,7 @@ class WolpertingerAgent(Checkpointed):
         self.cost_limit_per_step = cfg.alpha_prime * self.k
         self.lagrange = LagrangeMultiplier(self.cost_limit_per_step, cfg.lambda_lr, cfg.lambda_init, device=dev)
         self._sync_lambda()
-        self.shown_len = self.n_hist + self.horizon * self.k
+        self.shown_len = self.n_history + self.horizon * self.k
         self.buffer = ReplayBuffer(cfg.buffer_size, obs_dim, self.k, self.shown_len, dev)
         self.generator = torch.Generator(device=dev)
         self.generator.manual_seed(self.seed)
@@ -352,7 +352,7 @@ class WolpertingerAgent(Checkpointed):
     @torch.no_grad()
     def rollout(self) -> dict[str, float]:
         """One episode for ``num_envs`` users drawn from the agent's generator; transitions -> replay."""
-        env, dev, k, n_hist = self.env, self.device, self.k, self.n_hist
+        env, dev, k, n_history = self.env, self.device, self.k, self.n_history
         users = torch.randint(env.n_users, (env.num_envs,), generator=self.generator, device=dev).cpu().numpy()
         shown = torch.full((env.num_envs, self.shown_len), -1, dtype=torch.long, device=dev)
         ou = torch.zeros(env.num_envs, self.policy.items.shape[1], device=dev) if self.config.noise == "ou" else None
@@ -368,8 +368,8 @@ class WolpertingerAgent(Checkpointed):
         def record(step: SlateStep) -> None:
             nonlocal ret, cost, steps
             if step.t == 0:
-                shown[:, :n_hist] = step.state.history
-            shown[:, n_hist + step.t * k: n_hist + (step.t + 1) * k] = step.slate
+                shown[:, :n_history] = step.state.history
+            shown[:, n_history + step.t * k: n_history + (step.t + 1) * k] = step.slate
             r_t = torch.as_tensor(step.reward, dtype=torch.float32, device=dev)
             c_t = torch.as_tensor(step.info["cost"], dtype=torch.float32, device=dev)
             done = torch.as_tensor(step.terminated | step.truncated, dtype=torch.float32, device=dev)

@@ -50,6 +50,15 @@ class SlateState:
         return SlateState(self.obs[idx], self.history[idx], self.user[idx])
 
 
+def check_alpha_prime(value, owner: str = "config") -> float:
+    """α' (the share of G0 items allowed per slate, FCPO's constraint) must lie in (0, 1]; returns it as a float.
+
+    The one check used by every agent config and the α'-fair re-ranker."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"{owner}: alpha_prime (--alpha, α') must lie in (0, 1], got {value!r}")
+    return float(value)
+
+
 def masked_topk(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
     """Top-k distinct items per row; excluded items get -inf (never multiplied away)."""
     if exclude is not None:
