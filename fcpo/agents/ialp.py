@@ -57,7 +57,7 @@ from fcpo.agents.checkpoint import Checkpointed
 from fcpo.agents.ppo import fit_critics, ppo_clip_epochs
 from fcpo.agents.rollout import Batch, collect, slot_advantages
 from fcpo.envs.contract import EnvSpec
-from fcpo.llm.ialp import (NEGATIVES, PreferenceRewardModel, build_oracle, sample_states, state_observations,
+from fcpo.llm.ialp import (NEGATIVES, PreferenceRewardModel, catalogue_oracle, sample_states, state_observations,
                            train_reward_model)
 from fcpo.metrics import gini_fcpo
 from fcpo.policies.actor import SlateActor
@@ -146,6 +146,11 @@ class IALPConfig(SlateActorCriticConfig):
         for name in ("gamma", "lam"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
+
+
+def build_oracle(config: IALPConfig, data, oracle=None):
+    """The oracle named by ``config`` (``oracle``, ``oracle_model``) over ``data``'s catalogue, or ``oracle``."""
+    return oracle if oracle is not None else catalogue_oracle(config.oracle, data, config.oracle_model)
 
 
 def simulator_spec(env: EnvSpec, preset: str) -> EnvSpec:
@@ -238,7 +243,7 @@ class IALPAgent(Checkpointed):
         from fcpo.llm.oracle import query_preferences
 
         cfg = self.config
-        oracle = build_oracle(cfg.oracle, self.env_data.data, cfg.oracle_model, oracle or self._oracle)
+        oracle = build_oracle(cfg, self.env_data.data, oracle or self._oracle)
         rows, hist = sample_states(self.env_data.split, cfg.oracle_states, self.rng)
         weights = self.env_data.train_counts + 1.0 if cfg.candidate_sampling == "popularity" else None
         feedback = query_preferences(oracle, hist, cfg.oracle_candidates, cfg.n_preferred, self.rng,

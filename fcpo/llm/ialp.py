@@ -3,7 +3,7 @@ oracle with user states and learn a reward model from its preferences.
 
 1. **States and oracle feedback.**  :func:`sample_states` draws windows of N consecutive training
    positives of training users; :func:`state_observations` turns (user, window) pairs into env
-   observations; the oracle (:func:`build_oracle`, :mod:`fcpo.llm.oracle`) picks its favourites among
+   observations; the oracle (:func:`catalogue_oracle`, :mod:`fcpo.llm.oracle`) picks its favourites among
    sampled candidates (:func:`fcpo.llm.oracle.query_preferences`).
 2. **Reward model.**  :class:`PreferenceRewardModel` r_φ(s, i) = g(s)·h(f_i), a two-tower model over
    the user embedding, the history window and item features that include the oracle's own text view
@@ -49,10 +49,8 @@ def state_observations(env_data, rows: np.ndarray, histories: np.ndarray) -> np.
     return obs
 
 
-def build_oracle(name: str, data, model: str | None = None, oracle=None):
-    """The oracle ``name`` (:data:`fcpo.llm.oracle.ORACLES`) over ``data``'s catalogue, or ``oracle`` when given."""
-    if oracle is not None:
-        return oracle
+def catalogue_oracle(name: str, data, model: str | None = None):
+    """The oracle ``name`` (:data:`fcpo.llm.oracle.ORACLES`) over the item catalogue of ``data`` (RatingsData)."""
     return make_oracle(name, ItemCatalogue.from_ratings(data), model)
 
 
