@@ -403,7 +403,7 @@ class IALPAgent(Checkpointed):
             stats["entropy"] = ppo.get("bonus", float("nan")) / cfg.entropy_coef
         loss_r, loss_c = fit_critics([(self.value_r, self.opt_r, batch.ret_r), (self.value_c, self.opt_c, batch.ret_c)],
                                      batch.obs, epochs=cfg.ppo_epochs, minibatch_size=cfg.ppo_batch,
-                                     generator=self.generator)
+                                     generator=self.generator, shared_minibatches=False)  # iALP's order: same results
         stats.update(value_loss=loss_r, cost_value_loss=loss_c)
         return stats
 

@@ -79,21 +79,29 @@ def ppo_clip_epochs(log_prob_fn: Callable, old_log_prob: torch.Tensor, advantage
 
 
 def fit_critics(critics: Sequence[tuple[torch.nn.Module, torch.optim.Optimizer, torch.Tensor]], obs: torch.Tensor,
-                *, epochs: int, minibatch_size: int, generator: torch.Generator | None = None) -> list[float]:
-    """Minibatch Adam on each ``(critic, optimiser, target)`` towards ``target`` (MSE), all critics on the
-    same shuffled minibatches; returns the mean loss of each critic."""
+                *, epochs: int, minibatch_size: int, generator: torch.Generator | None = None,
+                shared_minibatches: bool = True) -> list[float]:
+    """Minibatch Adam on each ``(critic, optimiser, target)`` towards ``target`` (MSE); returns the mean loss of
+    each critic.  ``shared_minibatches``: all critics step on the same shuffled minibatches (one shuffle per
+    epoch); else each critic runs its own epochs with its own shuffles, one critic after the other."""
     n = int(obs.shape[0])
-    totals, count = [0.0] * len(critics), 0
-    for _ in range(epochs):
-        perm = torch.randperm(n, device=obs.device, generator=generator)
-        for start in range(0, n, minibatch_size):
-            idx = perm[start:start + minibatch_size]
-            x = obs[idx]
-            for j, (critic, opt, target) in enumerate(critics):
-                loss = torch.mean((critic(x) - target[idx]) ** 2)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                totals[j] += float(loss.detach())
-            count += 1
-    return [t / max(count, 1) for t in totals]
+
+    def run(group):
+        totals, count = [0.0] * len(group), 0
+        for _ in range(epochs):
+            perm = torch.randperm(n, device=obs.device, generator=generator)
+            for start in range(0, n, minibatch_size):
+                idx = perm[start:start + minibatch_size]
+                x = obs[idx]
+                for j, (critic, opt, target) in enumerate(group):
+                    loss = torch.mean((critic(x) - target[idx]) ** 2)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    totals[j] += float(loss.detach())
+                count += 1
+        return [t / max(count, 1) for t in totals]
+
+    if shared_minibatches:
+        return run(list(critics))
+    return [run([c])[0] for c in critics]
