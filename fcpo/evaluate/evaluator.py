@@ -1,6 +1,8 @@
 """One evaluator for every policy: RL agents, rankers, and later DPO or LLM policies.
 
-Two protocols over the test users of a split:
+It runs on any registered slate env, named by an :class:`fcpo.envs.EnvSpec` (the replay env
+``fcpo/MovieLensFair-v0`` or the simulator ``fcpo/MovieLensSim-v0``), through the same episode loop
+as the agents (:func:`fcpo.agents.rollout.run_slate_episodes`).  Two protocols over the users of a split:
 
 * ``ranking``: one top-K list per user from the test initial state, the user's
   training-period items excluded; Precision/Recall/F1/NDCG/HR@K against the
