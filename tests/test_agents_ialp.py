@@ -9,14 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from fcpo.agents.base import AGENTS, load_agent_modules, make_agent
-from fcpo.agents.ialp import (IALPAgent, IALPConfig, MixturePolicy, PreferenceRewardModel, fast_plackett_luce,
-                              item_logits, preference_pairs, sample_states, state_observations, train_reward_model)
-from fcpo.envs.config import FairEnvConfig
+from fcpo.agents import AGENTS, make_agent
+from fcpo.agents.ialp import IALPAgent, IALPConfig, simulator_spec
+from fcpo.envs import EnvSpec
+from fcpo.llm.ialp import (PreferenceRewardModel, preference_pairs, sample_states, state_observations,
+                           train_reward_model)
 from fcpo.policies.actor import SlateActor
 from fcpo.policies.base import SlateState, gumbel_topk, plackett_luce_log_prob
+from fcpo.policies.mixture import MixturePolicy, item_logits
 
-ENV = FairEnvConfig(dataset="synthetic", embedding_dim=8, horizon=4)
+ENV = EnvSpec("fcpo/MovieLensFair-v0", {"dataset": "synthetic", "embedding_dim": 8, "horizon": 4})
+SIM = EnvSpec("fcpo/MovieLensSim-v0", {"dataset": "synthetic", "embedding_dim": 8, "horizon": 4})
 TINY = IALPConfig(oracle_states=96, pretrain_iterations=2, pretrain_users=24, online_users=24, reward_epochs=5,
                   ppo_epochs=2, ppo_batch=64)
 
@@ -31,7 +34,7 @@ def _setup(tmp_path_factory, monkeypatch):
 
 
 def test_states_are_windows_of_training_positives():
-    data = ENV.load()
+    data = _env_data()
     split = data.split
     rows, hist = sample_states(split, 200, np.random.default_rng(0))
     assert hist.shape == (200, split.n_initial)
@@ -45,15 +48,27 @@ def test_states_are_windows_of_training_positives():
     assert (obs[:, -1] == 0).all()
 
 
-def test_fast_plackett_luce_matches_the_exact_one():
+def _env_data():
+    return ENV.make_vector(1).env_data
+
+
+def test_cumsum_plackett_luce_matches_the_sequential_one():
     g = torch.Generator().manual_seed(0)
     scores = torch.randn(32, 50, generator=g, dtype=torch.float64) * 2
     exclude = torch.rand(32, 50, generator=g) < 0.2
     items = gumbel_topk(scores, 5, exclude, g)
     exact = plackett_luce_log_prob(scores, items, exclude, per_slot=True)
-    torch.testing.assert_close(fast_plackett_luce(scores, items, exclude), exact, rtol=1e-9, atol=1e-9)
+    fast = plackett_luce_log_prob(scores, items, exclude, per_slot=True, method="cumsum")
+    torch.testing.assert_close(fast, exact, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(plackett_luce_log_prob(scores, items, exclude, method="cumsum"), exact.sum(1))
+    # hand-checked: scores log(1, 2, 3, 4), slate (3, 1): 4/10 * 2/6
+    hand = plackett_luce_log_prob(torch.log(torch.tensor([[1.0, 2.0, 3.0, 4.0]], dtype=torch.float64)),
+                                  torch.tensor([[3, 1]]), method="cumsum")
+    assert float(hand) == pytest.approx(math.log(0.4 * 2 / 6))
+    with pytest.raises(ValueError, match="method"):
+        plackett_luce_log_prob(scores, items, method="fast")
     s = scores.clone().requires_grad_(True)
-    fast_plackett_luce(s, items, exclude).sum().backward()
+    plackett_luce_log_prob(s, items, exclude, method="cumsum").sum().backward()
     s2 = scores.clone().requires_grad_(True)
     plackett_luce_log_prob(s2, items, exclude).sum().backward()
     torch.testing.assert_close(s.grad, s2.grad)
@@ -84,7 +99,7 @@ def test_mixture_policy_is_a_normalised_mixture():
 def test_reward_model_ranks_oracle_preferred_items_above_random_ones():
     from fcpo.llm.oracle import ItemCatalogue, TfidfOracle, query_preferences
 
-    data = ENV.load()
+    data = _env_data()
     rng = np.random.default_rng(0)
     oracle = TfidfOracle(ItemCatalogue.from_ratings(data.data))
     rows, hist = sample_states(data.split, 600, rng)
@@ -95,8 +110,7 @@ def test_reward_model_ranks_oracle_preferred_items_above_random_ones():
     torch.manual_seed(0)
     model = PreferenceRewardModel(feats, torch.as_tensor(data.data.item_genres), data.split.n_initial, data.dim)
     model.set_text_features(oracle.item_features(32))
-    stats = train_reward_model(model, obs[:500], _subset(fb, slice(0, 500)), IALPConfig(), rng,
-                               torch.Generator().manual_seed(0))
+    stats = train_reward_model(model, obs[:500], _subset(fb, slice(0, 500)), rng, torch.Generator().manual_seed(0))
     assert stats["reward_val_vs_random"] > 0.7, stats  # chance: 0.5
     # fresh states never seen in training: preferred items vs uniformly random catalogue items
     test = _subset(fb, slice(500, 600))
@@ -117,11 +131,12 @@ def _subset(fb, sl):
                               fb.is_llm)
 
 
-def test_agents_are_registered_and_train():
-    load_agent_modules()
+@pytest.mark.parametrize("env", [ENV, SIM], ids=["replay-spec", "sim-spec"])
+def test_agents_are_registered_and_train(env):
     assert {"ialp", "ialp-ft", "ialp-ap"} <= set(AGENTS)
     for name in ("ialp", "ialp-ft", "ialp-ap"):
-        agent = make_agent(name, TINY, ENV, "cpu", seed=0)
+        agent = make_agent(name, TINY, env, "cpu", seed=0)
+        assert agent.env_spec.id == "fcpo/MovieLensSim-v0" and agent.env_spec.option("preset") == "noisy"
         stats = [agent.train_iteration(i) for i in range(2)]
         for s in stats:
             assert math.isfinite(s["reward"]) and math.isfinite(s["cost"]) and s["reward"] >= 0
@@ -163,9 +178,20 @@ def test_pretraining_is_shared_through_pretrained_state():
     assert b.stage == 2 and b.online_iteration()["reward"] >= 0
 
 
+def test_simulator_spec():
+    assert simulator_spec(EnvSpec("fcpo/MovieLensFair-v0", {"dataset": "synthetic", "reward": "rating",
+                                                             "horizon": 4}), "popular") == \
+        EnvSpec("fcpo/MovieLensSim-v0", {"dataset": "synthetic", "horizon": 4, "preset": "popular"})
+    assert simulator_spec(SIM, "impatient").kwargs["preset"] == "impatient"
+    with pytest.raises(ValueError, match="preset"):
+        simulator_spec(SIM.with_options(preset="popular"), "noisy")
+
+
 def test_config_validation():
-    with pytest.raises(ValueError, match="sim_preset"):
-        IALPConfig(sim_preset="nope")
+    with pytest.raises(ValueError, match="preset"):  # checked by the simulator when the agent builds it
+        IALPAgent(IALPConfig(sim_preset="nope"), ENV)
+    with pytest.raises(ValueError, match="alpha_prime"):
+        IALPConfig(alpha_prime=0.0)
     with pytest.raises(ValueError, match="oracle"):
         IALPConfig(oracle="gpt4")
     with pytest.raises(ValueError, match="n_preferred"):

@@ -1,17 +1,16 @@
 """Wolpertinger and TPGR agents: registry, policy contract, resumable state, Lagrangian, and both
 beat a uniformly random recommender on the synthetic data within a CI-sized run."""
-import dataclasses
 import io
 
 import numpy as np
 import pytest
 import torch
 
-from fcpo.agents.base import AGENTS, Agent, load_agent_modules, make_agent
+from fcpo.agents import AGENTS, Agent, make_agent
 from fcpo.agents.lagrangian import LagrangeMultiplier
 from fcpo.agents.tpgr import TPGRAgent, TPGRConfig, per_user_standardise
 from fcpo.agents.wolpertinger import WolpertingerAgent, WolpertingerConfig
-from fcpo.envs import FairEnvConfig, MovieLensFairVectorEnv
+from fcpo.envs import EnvSpec
 from fcpo.policies.base import SlateState
 from fcpo.policies.knn import faiss_available
 
@@ -19,7 +18,8 @@ from fcpo.policies.knn import faiss_available
 pytestmark = pytest.mark.usefixtures("synthetic_only_one_thread")
 
 
-ENV = FairEnvConfig(dataset="synthetic")
+ENV = EnvSpec("fcpo/MovieLensFair-v0", {"dataset": "synthetic"})
+K = 5  # the env's default slate size
 
 # CI-sized configurations (the paper defaults are for full-length runs)
 WOLP_CI = dict(actor_hidden=(64, 64), critic_hidden=(64, 64), actor_lr=1e-3, tau=0.01, num_envs=64,
@@ -27,17 +27,18 @@ WOLP_CI = dict(actor_hidden=(64, 64), critic_hidden=(64, 64), actor_lr=1e-3, tau
 TPGR_CI = dict(lr=1e-2, rollouts_per_user=2)
 
 
-def run_episodes(env_config: FairEnvConfig, act, seed: int = 0) -> tuple[float, float]:
-    """Mean episode return and mean popular items per step of ``act(state, exclude, generator)`` over all users."""
-    env = MovieLensFairVectorEnv(cover_all_users=True, **dataclasses.asdict(env_config))
+def run_episodes(env_spec: EnvSpec, act, seed: int = 0) -> tuple[float, float]:
+    """Mean episode return and mean popular items per step of ``act(state, exclude, generator)`` over all users
+    (a hand-written step loop, independent of fcpo.agents.rollout)."""
+    env = env_spec.make_vector(cover_all_users=True, mode="train")
     obs, info = env.reset(seed=seed)
     g = torch.Generator().manual_seed(seed)
     ret, cost, steps = np.zeros(env.num_envs), 0.0, 0
-    for _ in range(env_config.horizon):
+    for _ in range(env.horizon):
         alive = ~env.episodes_done()
         if not alive.any():
             break
-        exclude = torch.as_tensor(~env.action_masks())
+        exclude = torch.as_tensor(~env.item_mask())
         slate = act(SlateState.from_numpy(obs, info["history"], info["user"]), exclude, g)
         obs, r, _, _, info = env.step(slate.numpy())
         ret += r * alive
@@ -46,11 +47,11 @@ def run_episodes(env_config: FairEnvConfig, act, seed: int = 0) -> tuple[float, 
     return float(ret.mean()), cost / steps
 
 
-def random_act(state, exclude, g, k=ENV.slate_size):
+def random_act(state, exclude, g, k=K):
     return torch.rand(exclude.shape, generator=g).masked_fill(exclude, -1.0).topk(k, 1).indices
 
 
-def greedy(policy, k=ENV.slate_size):
+def greedy(policy, k=K):
     return lambda state, exclude, g: policy.act(state, k, "greedy", exclude)
 
 
@@ -88,7 +89,6 @@ def test_per_user_standardise():
 
 # ------------------------------------------------------------------------------------------ registry
 def test_agents_are_registered_with_configs():
-    load_agent_modules()
     assert AGENTS["tpgr"].config_cls is TPGRConfig
     assert AGENTS["wolpertinger"].config_cls is WolpertingerConfig
     assert WolpertingerConfig().knn_ratio == 0.1 and TPGRConfig().reward == "rating"
@@ -96,17 +96,21 @@ def test_agents_are_registered_with_configs():
         TPGRConfig(clustering="ward")
     with pytest.raises(ValueError, match="knn_backend"):
         WolpertingerConfig(knn_backend="annoy")
+    for cls in (TPGRConfig, WolpertingerConfig):  # one α' check for every agent: (0, 1]
+        for bad in (0.0, -0.1, 1.5):
+            with pytest.raises(ValueError, match="alpha_prime"):
+                cls(alpha_prime=bad)
     agent = make_agent("tpgr", TPGRConfig(**TPGR_CI), ENV, "cpu", seed=0)
-    assert isinstance(agent, Agent) and agent.env_config.reward == "rating"
+    assert isinstance(agent, Agent) and agent.env_spec.option("reward") == "rating"
     m = agent.train_iteration(0)
     assert {"reward", "cost", "cost_limit", "lambda"} <= set(m)
-    assert m["cost_limit"] == pytest.approx(ENV.slate_size * m["episode_length"])  # per-episode units
+    assert m["cost_limit"] == pytest.approx(K * m["episode_length"])  # per-episode units
 
 
 # ----------------------------------------------------------------------------------- improve on random
 def test_tpgr_improves_on_random():
     agent = TPGRAgent(TPGRConfig(**TPGR_CI), ENV, seed=0)
-    cfg = agent.env_config  # reward="rating"
+    cfg = agent.env_spec  # reward="rating"
     rand, _ = run_episodes(cfg, random_act)
     for it in range(15):
         agent.train_iteration(it)
@@ -116,7 +120,7 @@ def test_tpgr_improves_on_random():
 
 def test_wolpertinger_improves_on_random():
     agent = WolpertingerAgent(WolpertingerConfig(**WOLP_CI), ENV, seed=0)
-    cfg = agent.env_config  # reward="hit"
+    cfg = agent.env_spec  # reward="hit"
     rand, _ = run_episodes(cfg, random_act)
     for it in range(18):
         agent.train_iteration(it)
@@ -131,7 +135,7 @@ def test_tpgr_lagrangian_lowers_popular_exposure():
         agent = TPGRAgent(TPGRConfig(**TPGR_CI, alpha_prime=alpha, lambda_lr=0.5), ENV, seed=0)
         for it in range(10):
             m = agent.train_iteration(it)
-        runs[alpha] = (m["lambda"], run_episodes(agent.env_config, greedy(agent.policy))[1])
+        runs[alpha] = (m["lambda"], run_episodes(agent.env_spec, greedy(agent.policy))[1])
     assert runs[1.0][0] == 0.0 and runs[0.1][0] > 0.0
     assert runs[0.1][1] < 0.5 * runs[1.0][1], runs
 
@@ -141,10 +145,10 @@ def test_tpgr_lagrangian_lowers_popular_exposure():
 def test_policy_contract(name):
     cfg = TPGRConfig(**TPGR_CI) if name == "tpgr" else WolpertingerConfig(**WOLP_CI)
     agent = make_agent(name, cfg, ENV, "cpu", seed=1)
-    env = MovieLensFairVectorEnv(num_envs=16, **dataclasses.asdict(agent.env_config))
+    env = agent.env_spec.make_vector(16, mode="train")
     obs, info = env.reset(seed=0)
     state = SlateState.from_numpy(obs, info["history"], info["user"])
-    exclude = torch.as_tensor(~env.action_masks())
+    exclude = torch.as_tensor(~env.item_mask())
     for mode in ("greedy", "sample"):
         slate = agent.policy.act(state, 5, mode, exclude, torch.Generator().manual_seed(0))
         assert slate.shape == (16, 5) and slate.dtype == torch.long

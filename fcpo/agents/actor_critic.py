@@ -1,21 +1,96 @@
-"""What FCPO/TRPO and PPO-Lagrangian share: the training env, the slate actor, the reward and
-cost critics, their Adam updates, rollouts, rollout statistics and checkpointed RNG states.
-Subclasses add only their policy update (CPO step, or clipped PPO with multipliers)."""
+"""What the slate actor-critic agents share.
+
+* :class:`SlateActorCriticConfig`: the fields FCPO, PPO-Lagrangian and iALP share (α', actor and
+  critic widths, softmax temperature, popularity feature, critic step size), defaults and validation
+  written once; :class:`RolloutConfig` adds the rollout/GAE/critic-fitting fields FCPO and
+  PPO-Lagrangian share.
+* :class:`SlateActorCritic`: the training env (built from an :class:`fcpo.envs.EnvSpec`), the slate
+  actor, the reward and cost critics, their Adam updates, rollouts, rollout statistics and
+  checkpointed RNG states.  Subclasses add only their policy update (CPO step, or clipped PPO with
+  multipliers).
+"""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from fcpo.agents.checkpoint import numpy_rng_state, restore_numpy_rng_state
+from fcpo.agents.base import check_alpha_prime, param
+from fcpo.agents.checkpoint import Checkpointed
+from fcpo.agents.ppo import fit_critics
 from fcpo.agents.rollout import Batch, collect
-from fcpo.envs.config import FairEnvConfig
-from fcpo.envs.vector import MovieLensFairVectorEnv
 from fcpo.metrics import gini_fcpo
-from fcpo.policies.actor import SlateActor
+from fcpo.policies.actor import MODES, SlateActor
 from fcpo.policies.networks import ValueCritic
+
+
+def _positive_int(cfg, *names) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{type(cfg).__name__}: {name} must be a positive integer, got {value!r}")
+
+
+def _positive(cfg, *names) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{type(cfg).__name__}: {name} must be positive, got {value!r}")
+
+
+def _unit_interval(cfg, *names) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{type(cfg).__name__}: {name} must lie in [0, 1], got {value!r}")
+
+
+@dataclass
+class SlateActorCriticConfig:
+    """Fields shared by FCPO, PPO-Lagrangian and iALP (each subclass keeps its own historical defaults)."""
+
+    alpha_prime: float = param(1.0, "α': at most α'·K items of G0 per slate (1.0 = no effective constraint)")
+    hidden: int = param(64, "width of the actor's state encoder and head")
+    critic_hidden: int = param(128, "width of the reward and cost value critics")
+    temperature: float = param(0.1, "softmax actor: item scores q·v / τ")
+    popularity_feature: float = param(6.0, "scale of the standardised log-popularity item column (0 = no column)")
+    critic_lr: float = param(3e-3, "Adam step size of the value critics")
+
+    def __post_init__(self):
+        self.alpha_prime = check_alpha_prime(self.alpha_prime, type(self).__name__)
+        _positive_int(self, "hidden", "critic_hidden")
+        _positive(self, "temperature", "critic_lr")
+        if not (math.isfinite(self.popularity_feature) and self.popularity_feature >= 0):
+            raise ValueError(f"{type(self).__name__}: popularity_feature must be >= 0, got {self.popularity_feature!r}")
+
+
+@dataclass
+class RolloutConfig(SlateActorCriticConfig):
+    """Rollout, GAE and critic-fitting fields of the :class:`SlateActorCritic` agents (FCPO, PPO-Lagrangian)."""
+
+    actor_mode: str = param("gaussian", "gaussian (matrix reconstruction, density of W) | softmax (Plackett-Luce)")
+    users_per_iteration: float = param(1.0, "fraction of training users rolled out per iteration")
+    gamma_r: float = param(0.9, "discount of the reward")
+    gamma_c: float = param(0.9, "discount of the cost")
+    lam_r: float = param(0.95, "GAE λ of the reward advantages")
+    lam_c: float = param(0.95, "GAE λ of the cost advantages")
+    init_std: float = param(0.3, "gaussian actor: initial σ of W, relative to the std of the item embeddings")
+    slot_credit: bool = param(True, "per-slot advantages and likelihood ratios (rollout.slot_advantages)")
+    critic_epochs: int = param(2, "passes of critic fitting over each rollout")
+    critic_batch: int = param(2048, "critic minibatch size")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.actor_mode not in MODES:
+            raise ValueError(f"{type(self).__name__}: actor_mode must be one of {MODES}, got {self.actor_mode!r}")
+        if not 0.0 < self.users_per_iteration <= 1.0:
+            raise ValueError(f"{type(self).__name__}: users_per_iteration must lie in (0, 1], "
+                             f"got {self.users_per_iteration!r}")
+        _unit_interval(self, "gamma_r", "gamma_c", "lam_r", "lam_c")
+        _positive_int(self, "critic_epochs", "critic_batch")
+        _positive(self, "init_std")
 
 
 def item_features(item_embeddings: np.ndarray, train_counts: np.ndarray, popularity: float = 6.0) -> np.ndarray:
@@ -28,29 +103,30 @@ def item_features(item_embeddings: np.ndarray, train_counts: np.ndarray, popular
     return np.concatenate([item_embeddings, col[:, None].astype(np.float32)], axis=1).astype(np.float32)
 
 
-class SlateActorCritic:
-    """Base of the on-policy slate agents; ``config`` needs the actor, critic and rollout fields of
-    :class:`fcpo.agents.cpo.FCPOConfig`."""
+class SlateActorCritic(Checkpointed):
+    """Base of the on-policy slate agents (config: a :class:`RolloutConfig`); ``env`` an EnvSpec."""
 
-    def __init__(self, config, env_config: FairEnvConfig, device: torch.device | str = "cpu", seed: int = 0):
+    _checkpointed = ("policy", "value_r", "value_c", "opt_r", "opt_c", "generator", ("numpy_rng", "rng"))
+
+    def __init__(self, config: RolloutConfig, env, device: torch.device | str = "cpu", seed: int = 0):
         self.config = config
         self.device = torch.device(device)
-        self.env_config = env_config
-        probe = MovieLensFairVectorEnv(num_envs=1, autoreset_mode="Disabled", **asdict(env_config))
-        self.n_users = probe.n_users
+        self.env_spec = env
+        self.n_users = env.make_vector(1, mode="train").n_users
         self.n_rollout = (self.n_users if config.users_per_iteration >= 1.0
                           else max(1, math.ceil(config.users_per_iteration * self.n_users)))
-        self.env = MovieLensFairVectorEnv(num_envs=self.n_rollout, autoreset_mode="Disabled", **asdict(env_config))
-        self.slate_size = env_config.slate_size
+        self.env = env.make_vector(self.n_rollout, mode="train")
+        self.slate_size = self.env.slate_size
         self.cost_limit_per_step = config.alpha_prime * self.slate_size
         torch.manual_seed(seed)
-        core = self.env.core
-        features = item_features(core.data.item_embeddings, core.data.train_counts, config.popularity_feature)
-        self.policy = SlateActor(torch.as_tensor(features, device=self.device), core.n_hist, core.k,
+        data = self.env.env_data
+        features = item_features(data.item_embeddings, data.train_counts, config.popularity_feature)
+        self.policy = SlateActor(torch.as_tensor(features, device=self.device), self.env.n_history, self.slate_size,
                                  config.actor_mode, config.hidden, config.init_std, config.temperature,
-                                 user_dim=core.dim).to(self.device)
-        self.value_r = ValueCritic(core.obs_dim, config.critic_hidden).to(self.device)
-        self.value_c = ValueCritic(core.obs_dim, config.critic_hidden).to(self.device)
+                                 user_dim=data.dim).to(self.device)
+        obs_dim = int(self.env.single_observation_space.shape[0])
+        self.value_r = ValueCritic(obs_dim, config.critic_hidden).to(self.device)
+        self.value_c = ValueCritic(obs_dim, config.critic_hidden).to(self.device)
         self.opt_r = torch.optim.Adam(self.value_r.parameters(), lr=config.critic_lr)
         self.opt_c = torch.optim.Adam(self.value_c.parameters(), lr=config.critic_lr)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -79,33 +155,7 @@ class SlateActorCritic:
     def _critic_update(self, batch: Batch) -> dict[str, float]:
         """Minibatch Adam on both critics towards their GAE(λ) returns (Ge et al. eq. 21-22), same minibatches."""
         cfg = self.config
-        totals, count = [0.0, 0.0], 0
-        pairs = ((self.value_r, self.opt_r, batch.ret_r), (self.value_c, self.opt_c, batch.ret_c))
-        for _ in range(cfg.critic_epochs):
-            perm = torch.randperm(batch.size, device=self.device, generator=self.generator)
-            for start in range(0, batch.size, cfg.critic_batch):
-                idx = perm[start:start + cfg.critic_batch]
-                obs = batch.obs[idx]
-                for j, (critic, opt, target) in enumerate(pairs):
-                    loss = torch.mean((critic(obs) - target[idx]) ** 2)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    totals[j] += float(loss.detach())
-                count += 1
-        return {"value_loss": totals[0] / max(count, 1), "cost_value_loss": totals[1] / max(count, 1)}
-
-    def state_dict(self) -> dict:
-        """Networks, critic optimisers and RNG states: tensors and plain values only."""
-        return {"policy": self.policy.state_dict(), "value_r": self.value_r.state_dict(),
-                "value_c": self.value_c.state_dict(), "opt_r": self.opt_r.state_dict(), "opt_c": self.opt_c.state_dict(),
-                "generator": self.generator.get_state(), "numpy_rng": numpy_rng_state(self.rng.bit_generator.state)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.policy.load_state_dict(state["policy"])
-        self.value_r.load_state_dict(state["value_r"])
-        self.value_c.load_state_dict(state["value_c"])
-        self.opt_r.load_state_dict(state["opt_r"])
-        self.opt_c.load_state_dict(state["opt_c"])
-        self.generator.set_state(state["generator"].cpu())
-        self.rng.bit_generator.state = restore_numpy_rng_state(state["numpy_rng"])
+        loss_r, loss_c = fit_critics([(self.value_r, self.opt_r, batch.ret_r), (self.value_c, self.opt_c, batch.ret_c)],
+                                     batch.obs, epochs=cfg.critic_epochs, minibatch_size=cfg.critic_batch,
+                                     generator=self.generator)
+        return {"value_loss": loss_r, "cost_value_loss": loss_c}

@@ -1,18 +1,78 @@
-"""What every trainable agent offers, and the registry ``fcpo-train --agent NAME`` reads.
+"""What every trainable agent offers, the agent registry, and the documented config fields.
 
-An agent module registers ``(config dataclass, factory)`` under a name with
-:func:`register_agent`.  The factory is called as
-``factory(config, env_config, device, seed)`` where ``env_config`` is a
-:class:`fcpo.envs.FairEnvConfig` (train mode) and returns an :class:`Agent`.
+Adding an agent: write a module ``fcpo/agents/<name>.py`` with a config dataclass whose fields
+are declared by :func:`param` (one-line help each) and a factory decorated by
+:func:`register_agent`::
+
+    @register_agent("my-agent", MyConfig, description="...")
+    def make_my_agent(config: MyConfig, env: EnvSpec, device, seed) -> Agent: ...
+
+Nothing else: the registry imports every module of this package (``pkgutil``) the first
+time :data:`AGENTS`, :func:`get_agent_spec` or :func:`make_agent` is used, so callers need no
+import side effect; a module that fails to import fails loudly; a name registered twice raises.
+The factory receives an :class:`fcpo.envs.EnvSpec` (which env, with which options) and builds
+its envs with ``env.make_vector(..., mode="train")``.
 """
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import pkgutil
+import threading
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 import torch
 
-from fcpo.policies.base import Policy
+from fcpo.policies.base import Policy, check_alpha_prime  # noqa: F401 (re-exported)
+
+# ----------------------------------------------------------------------------------- config fields
+
+
+def param(default=dataclasses.MISSING, help: str = "", *, default_factory=dataclasses.MISSING, **kwargs):
+    """A dataclass field with a one-line ``help`` (read by :func:`config_fields` and ``fcpo-train --list-params``)."""
+    if not help:
+        raise ValueError("every agent config field needs a one-line help text")
+    metadata = {**kwargs.pop("metadata", {}), "help": help}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata, **kwargs)
+
+
+def config_fields(cls) -> list[dict]:
+    """The fields of an agent config dataclass: ``[{name, type, default, help}, ...]`` in declaration order.
+
+    Raises ``TypeError`` for a non-dataclass and ``ValueError`` naming a field without help text."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    out = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        help_text = f.metadata.get("help")
+        if not help_text:
+            raise ValueError(f"{cls.__qualname__}.{f.name} has no help text (declare it with fcpo.agents.base.param)")
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING
+        type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        out.append({"name": f.name, "type": type_name, "default": default, "help": help_text})
+    return out
+
+
+# ----------------------------------------------------------------------------------- the protocol
+
+
+@runtime_checkable
+class AgentConfig(Protocol):
+    """Every agent config has ``alpha_prime`` (α'): at most α'·K G0 items per slate, i.e. the per-step
+    cost limit ``cost_limit_per_step = alpha_prime * slate_size`` (1.0 = unconstrained; agents that
+    ignore the constraint, TRPO and iALP, only report against it)."""
+
+    alpha_prime: float
 
 
 @runtime_checkable
@@ -23,10 +83,12 @@ class Agent(Protocol):
     returns scalar metrics for logging (e.g. ``reward``, ``cost``, ``cost_limit``,
     ``kl``); ``policy`` is the :class:`Policy` the evaluator uses;
     ``state_dict``/``load_state_dict`` hold everything needed to resume
-    (networks, optimisers, RNG states, Lagrange multipliers).
+    (networks, optimisers, RNG states, Lagrange multipliers; see
+    :class:`fcpo.agents.checkpoint.Checkpointed`).  ``config.alpha_prime`` is α'
+    (:class:`AgentConfig`).
     """
 
-    config: Any
+    config: AgentConfig
     policy: Policy
 
     def train_iteration(self, iteration: int) -> dict[str, float]: ...
@@ -34,6 +96,9 @@ class Agent(Protocol):
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
+
+
+# ----------------------------------------------------------------------------------- the registry
 
 
 @dataclass(frozen=True)
@@ -44,28 +109,107 @@ class AgentSpec:
     description: str = ""
 
 
-AGENTS: dict[str, AgentSpec] = {}
+class _Registry(Mapping):
+    """name -> :class:`AgentSpec`; reading it imports every agent module of the package once."""
+
+    def __init__(self):
+        self._specs: dict[str, AgentSpec] = {}
+        self._loaded = False
+        self._lock = threading.RLock()
+
+    def add(self, spec: AgentSpec) -> None:
+        with self._lock:
+            old = self._specs.get(spec.name)
+            if old is not None:
+                raise ValueError(f"agent {spec.name!r} is already registered (by {old.factory.__module__}."
+                                 f"{old.factory.__qualname__}); pick another name")
+            self._specs[spec.name] = spec
+
+    def load(self) -> None:
+        """Import every module of :mod:`fcpo.agents` so each registers its agents (errors propagate)."""
+        with self._lock:
+            if self._loaded:
+                return
+            self._loaded = True  # set first: modules importing this one during the scan must not recurse
+            import fcpo.agents as package
+
+            try:
+                for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+                    if not info.name.startswith("_"):
+                        importlib.import_module(f"{package.__name__}.{info.name}")
+            except BaseException:
+                self._loaded = False
+                raise
+
+    def __getitem__(self, name: str) -> AgentSpec:
+        self.load()
+        return self._specs[name]
+
+    def __iter__(self):
+        self.load()
+        return iter(dict(self._specs))
+
+    def __len__(self) -> int:
+        self.load()
+        return len(self._specs)
+
+    def __contains__(self, name) -> bool:
+        self.load()
+        return name in self._specs
 
 
-def register_agent(name: str, config_cls: type, factory: Callable[..., Agent], description: str = "") -> None:
-    AGENTS[name] = AgentSpec(name, config_cls, factory, description)
+#: every registered agent (loads the registry on first access)
+AGENTS = _Registry()
+
+
+def register_agent(name: str, config_cls: type, factory: Callable[..., Agent] | None = None, description: str = ""):
+    """Register ``factory(config, env: EnvSpec, device, seed) -> Agent`` under ``name``.
+
+    Used as a decorator (``@register_agent("fcpo", FCPOConfig, description=...)``) or called with the
+    factory.  Raises ``ValueError`` if ``name`` is taken or ``config_cls`` is not a documented dataclass
+    with ``alpha_prime``."""
+    config_fields(config_cls)  # every field documented
+    if "alpha_prime" not in {f.name for f in dataclasses.fields(config_cls)}:
+        raise ValueError(f"agent {name!r}: {config_cls.__qualname__} needs an alpha_prime field (AgentConfig)")
+
+    def decorate(fn):
+        AGENTS.add(AgentSpec(name, config_cls, fn, description))
+        return fn
+
+    return decorate if factory is None else decorate(factory)
 
 
 def load_agent_modules() -> None:
-    """Import every agent module so it registers itself (optional ones are skipped when missing)."""
-    import importlib
-
-    for module in ("fcpo.agents.cpo", "fcpo.agents.trpo", "fcpo.agents.ppo_lagrangian", "fcpo.agents.rankers",
-                   "fcpo.agents.wolpertinger", "fcpo.agents.tpgr", "fcpo.agents.ialp"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+    """Import every agent module (kept for callers of the old API; :data:`AGENTS` does it by itself)."""
+    AGENTS.load()
 
 
-def make_agent(name: str, config, env_config, device: torch.device | str = "cpu", seed: int = 0) -> Agent:
-    load_agent_modules()
+def get_agent_spec(name: str) -> AgentSpec:
+    """The :class:`AgentSpec` of ``name``, or ``ValueError`` listing the registered names."""
     if name not in AGENTS:
         raise ValueError(f"unknown agent {name!r}; choose one of {', '.join(sorted(AGENTS))}")
-    return AGENTS[name].factory(config, env_config, torch.device(device), seed)
+    return AGENTS[name]
+
+
+def as_env_spec(env):
+    """An :class:`fcpo.envs.EnvSpec` from an EnvSpec, a ``{"id": ..., **options}`` dict, or (deprecated)
+    a dataclass of ``fcpo/MovieLensFair-v0`` options (the pre-EnvSpec agent API)."""
+    from fcpo.envs.contract import DEFAULT_ENV_ID, EnvSpec
+
+    if isinstance(env, EnvSpec):
+        return env
+    if isinstance(env, Mapping):
+        return EnvSpec.from_dict(dict(env))
+    if dataclasses.is_dataclass(env) and not isinstance(env, type):
+        warnings.warn("passing an env options dataclass to an agent is deprecated; pass "
+                      "fcpo.envs.EnvSpec(id, options)", DeprecationWarning, stacklevel=3)
+        return EnvSpec(DEFAULT_ENV_ID, dataclasses.asdict(env))
+    raise TypeError(f"env must be an fcpo.envs.EnvSpec (or a dict with 'id'), got {type(env).__name__}")
+
+
+def make_agent(name: str, config, env, device: torch.device | str = "cpu", seed: int = 0) -> Agent:
+    """Build the registered agent ``name`` with ``config`` (its config dataclass) on ``env`` (an EnvSpec)."""
+    spec = get_agent_spec(name)
+    if not isinstance(config, spec.config_cls):
+        raise TypeError(f"agent {name!r} needs a {spec.config_cls.__qualname__}, got {type(config).__qualname__}")
+    return spec.factory(config, as_env_spec(env), torch.device(device), int(seed))

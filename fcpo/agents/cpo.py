@@ -28,53 +28,32 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fcpo.agents.base import register_agent
-from fcpo.agents.actor_critic import SlateActorCritic
+from fcpo.agents.actor_critic import RolloutConfig, SlateActorCritic
+from fcpo.agents.base import param, register_agent
 from fcpo.agents.rollout import Batch, slot_advantages
-from fcpo.envs.config import FairEnvConfig
+from fcpo.envs.contract import EnvSpec
 from fcpo.solvers import (CPOConfig, cpo_update, fisher_vector_product, flat_grad, flat_params, process_advantages,
                           set_flat_params, trpo_update)
 
 
 @dataclass
-class FCPOConfig:
-    """Hyper-parameters of FCPO / TRPO (defaults: Ge et al. 2021 where stated, else ours)."""
+class FCPOConfig(RolloutConfig):
+    """Hyper-parameters of FCPO / TRPO (defaults: Ge et al. 2021 where stated, else ours); the actor,
+    critic and rollout fields come from :class:`fcpo.agents.actor_critic.RolloutConfig`."""
 
-    alpha_prime: float = 1.0  # α': at most α'·K items of G0 per slate (1.0 = no effective constraint)
-    actor_mode: str = "gaussian"  # "gaussian" (matrix reconstruction, density of W) | "softmax" (Plackett-Luce)
-    constrained: bool = True  # False = TRPO
-    users_per_iteration: float = 1.0  # fraction of training users rolled out per iteration
-    gamma_r: float = 0.9
-    gamma_c: float = 0.9
-    lam_r: float = 0.95
-    lam_c: float = 0.95
-    hidden: int = 64
-    critic_hidden: int = 128
-    init_std: float = 0.3  # initial σ of W, relative to the std of the item embeddings
-    temperature: float = 0.1  # softmax mode: scores q·v / τ
-    slot_credit: bool = True  # per-slot advantages and likelihood ratios (see rollout.slot_advantages)
-    popularity_feature: float = 6.0  # scale of the standardised log-popularity column (0 = no column)
-    critic_lr: float = 3e-3
-    critic_epochs: int = 2
-    critic_batch: int = 2048
-    fvp_subsample: float = 0.2  # fraction of states used in Fisher-vector products
-    max_kl: float = 0.05
-    cg_iters: int = 10
-    cg_residual_tol: float = 1e-10
-    damping: float = 0.1
-    backtrack_ratio: float = 0.8
-    max_backtracks: int = 10
+    constrained: bool = param(True, "False = TRPO (the constraint is only reported)")
+    fvp_subsample: float = param(0.2, "fraction of states used in Fisher-vector products")
+    max_kl: float = param(0.05, "trust region: mean KL between successive policies")
+    cg_iters: int = param(10, "conjugate-gradient iterations for H^-1 g and H^-1 b")
+    cg_residual_tol: float = param(1e-10, "CG stops once the residual norm is below this")
+    damping: float = param(0.1, "Tikhonov damping added to the Fisher matrix")
+    backtrack_ratio: float = param(0.8, "line-search step shrink factor")
+    max_backtracks: int = param(10, "line-search steps before the update is rejected")
 
     def __post_init__(self):
-        if not 0.0 < self.alpha_prime <= 1.0:
-            raise ValueError(f"alpha_prime (--alpha) must lie in (0, 1], got {self.alpha_prime!r}")
-        if not 0.0 < self.users_per_iteration <= 1.0:
-            raise ValueError(f"users_per_iteration must lie in (0, 1], got {self.users_per_iteration!r}")
+        super().__post_init__()
         if not 0.0 < self.fvp_subsample <= 1.0:
             raise ValueError(f"fvp_subsample must lie in (0, 1], got {self.fvp_subsample!r}")
-        for name in ("gamma_r", "gamma_c", "lam_r", "lam_c"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
         self.solver_config()  # validates the solver fields
 
     def solver_config(self) -> CPOConfig:
@@ -88,9 +67,8 @@ class FCPOAgent(SlateActorCritic):
 
     name = "fcpo"
 
-    def __init__(self, config: FCPOConfig, env_config: FairEnvConfig, device: torch.device | str = "cpu",
-                 seed: int = 0):
-        super().__init__(config, env_config, device, seed)
+    def __init__(self, config: FCPOConfig, env: EnvSpec, device: torch.device | str = "cpu", seed: int = 0):
+        super().__init__(config, env, device, seed)
         self.solver = config.solver_config()
 
     # ------------------------------------------------------------------ iteration
@@ -154,16 +132,14 @@ class FCPOAgent(SlateActorCritic):
         step, ls = result.step, result.line_search
         return {"kl": ls.kl if ls.accepted else 0.0, "lambda": _finite(step.lam), "nu": _finite(step.nu),
                 "cpo_case": step.case, "c": c_value, "step_fraction": ls.fraction,
-                "backtracks": float(ls.n_backtracks), "cg_iterations": float(step.cg.iterations.max())
-                if step.cg is not None and hasattr(step.cg.iterations, "max") else float(getattr(step.cg, "iterations", 0) or 0)}
+                "backtracks": float(ls.n_backtracks),
+                "cg_iterations": float(step.cg.iterations) if step.cg is not None else 0.0}
 
 
 def _finite(x: float) -> float:
     return float(x) if math.isfinite(x) else float("nan")
 
 
-def make_fcpo(config: FCPOConfig, env_config: FairEnvConfig, device, seed: int) -> FCPOAgent:
-    return FCPOAgent(config, env_config, device, seed)
-
-
-register_agent("fcpo", FCPOConfig, make_fcpo, "FCPO: actor-critic with reward and cost critics trained by CPO")
+@register_agent("fcpo", FCPOConfig, description="FCPO: actor-critic with reward and cost critics trained by CPO")
+def make_fcpo(config: FCPOConfig, env: EnvSpec, device, seed: int) -> FCPOAgent:
+    return FCPOAgent(config, env, device, seed)

@@ -50,10 +50,10 @@ class LagrangeMultiplier:
 
     def penalty(self, costs: torch.Tensor) -> torch.Tensor:
         """lambda^T c for costs [..., m] (or [...] when m = 1), in the dtype of ``costs``."""
-        lam = self.value.to(device=costs.device, dtype=costs.dtype if costs.is_floating_point() else torch.float32)
+        mu = self.value.to(device=costs.device, dtype=costs.dtype if costs.is_floating_point() else torch.float32)
         if self.n_constraints == 1 and (costs.dim() == 0 or costs.shape[-1] != 1):
-            return costs * lam[0]
-        return (costs * lam).sum(-1)
+            return costs * mu[0]
+        return (costs * mu).sum(-1)
 
     def penalised(self, reward: torch.Tensor, costs: torch.Tensor) -> torch.Tensor:
         """r - lambda^T c."""

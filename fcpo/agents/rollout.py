@@ -1,20 +1,89 @@
-"""Rollouts of a slate actor through the batched env, and GAE(λ) for reward and cost.
+"""Rollouts through a batched slate env (:class:`fcpo.envs.SlateVectorEnv`), and GAE(λ) for reward and cost.
 
-One call rolls out a set of users (all, or a sampled fraction) in parallel for
-up to T steps through :class:`~fcpo.envs.MovieLensFairVectorEnv` with autoreset
-disabled; finished episodes are masked out.  Advantages follow Schulman et al.
-2016 (GAE), computed separately for reward (γ_r, λ_r) and cost (γ_c, λ_c); the
-episode ends at termination or at the horizon (a finite-horizon task: t / T is
-part of the state, so no bootstrap after T).
+:func:`run_slate_episodes` is the one episode loop every agent and the evaluator use: reset the
+given users, then for up to T steps build the :class:`SlateState`, the exclusion mask (items shown
+earlier in the episode or in the initial history), ask ``act`` for the slates and step the env;
+finished episodes stay masked (``alive``) because autoreset is disabled.
+
+:func:`collect` runs it with a stochastic slate actor and computes advantages following Schulman
+et al. 2016 (GAE), separately for reward (γ_r, λ_r) and cost (γ_c, λ_c); the episode ends at
+termination or at the horizon (a finite-horizon task: t / T is part of the state, so no bootstrap
+after T).  Only contract attributes of the env are read (``horizon``, ``slate_size``, ``n_items``,
+``n_history``, ``history``, ``user_rows``, ``env_data``, ``is_popular``, ``item_mask()``,
+``episodes_done()``, step info ``cost`` and ``slot_rewards``).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
-from fcpo.envs.vector import MovieLensFairVectorEnv
+from fcpo.policies.base import SlateState, shown_mask
+
+
+def with_reward_option(env, reward: str | None):
+    """``env`` (an :class:`fcpo.envs.EnvSpec`) with its ``reward`` option set to ``reward`` (None: unchanged).
+
+    An env without a ``reward`` option (the simulator pays clicks) keeps its own reward, with a warning."""
+    if reward is None:
+        return env
+    candidate = env.with_options(reward=reward)
+    try:
+        candidate.make_vector(1, mode="train")
+    except TypeError as exc:
+        if "reward" not in str(exc):
+            raise
+        warnings.warn(f"env {env.id} has no 'reward' option; the agent trains on the env's own reward "
+                      f"(config reward={reward!r} not applied)", stacklevel=3)
+        return env
+    return candidate
+
+
+@dataclass
+class SlateStep:
+    """One step of :func:`run_slate_episodes`, as passed to ``on_step``."""
+
+    t: int
+    state: SlateState  # the state the slate was chosen in
+    exclude: torch.Tensor  # bool [E, n_items]: items excluded at this step
+    alive: np.ndarray  # bool [E]: episodes still running before the step
+    slate: torch.Tensor  # int64 [E, K]
+    next_obs: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    info: dict
+
+
+def run_slate_episodes(env, users: np.ndarray, act: Callable[[SlateState, torch.Tensor, int], torch.Tensor],
+                       device: torch.device | str = "cpu", *, steps: int | None = None, seed: int | None = None,
+                       extra_exclude: torch.Tensor | None = None, until_done: bool = True,
+                       on_step: Callable[[SlateStep], None] | None = None) -> int:
+    """Reset sub-env i to user row ``users[i]`` and run ``steps`` (default: the horizon) steps.
+
+    ``act(state, exclude, t) -> LongTensor [E, K]`` picks the slates; ``exclude`` is ``~env.item_mask()``
+    OR ``extra_exclude``.  With ``until_done`` the loop stops once every episode has ended.  Returns the
+    number of steps run."""
+    obs, _ = env.reset(seed=seed, options={"users": np.asarray(users)})
+    user_ids = env.env_data.split.user_ids[env.user_rows]
+    steps = env.horizon if steps is None else int(steps)
+    for t in range(steps):  # over time steps; users are batched
+        alive = ~env.episodes_done()
+        if until_done and not alive.any():
+            return t
+        state = SlateState.from_numpy(obs, env.history.copy(), user_ids, device)  # the env updates history in place
+        exclude = torch.as_tensor(~env.item_mask(), device=device)
+        if extra_exclude is not None:
+            exclude = exclude | extra_exclude
+        slate = act(state, exclude, t)
+        next_obs, reward, term, trunc, info = env.step(slate.cpu().numpy())
+        if on_step is not None:
+            on_step(SlateStep(t, state, exclude, alive, slate, next_obs, reward, term, trunc, info))
+        obs = next_obs
+    return steps
 
 
 @dataclass
@@ -49,10 +118,7 @@ class Batch:
 
     def exclude_mask(self, idx: torch.Tensor, n_items: int) -> torch.Tensor:
         """Bool [len(idx), n_items]: items shown before each sample's step."""
-        shown = self.shown[idx]
-        mask = torch.zeros(shown.shape[0], n_items + 1, dtype=torch.bool, device=shown.device)
-        mask.scatter_(1, torch.where(shown < 0, n_items, shown), True)
-        return mask[:, :n_items]
+        return shown_mask(self.shown[idx], n_items)
 
 
 def slot_advantages(step_adv: torch.Tensor, slot_values: torch.Tensor) -> torch.Tensor:
@@ -84,22 +150,20 @@ def discounted_sum(x: np.ndarray, alive: np.ndarray, gamma: float) -> np.ndarray
 
 
 @torch.no_grad()
-def collect(env: MovieLensFairVectorEnv, actor, value_r, value_c, users: np.ndarray, device: torch.device,
+def collect(env, actor, value_r, value_c, users: np.ndarray, device: torch.device,
             gamma_r: float, lam_r: float, gamma_c: float, lam_c: float, alpha_prime: float,
             generator: torch.Generator | None = None, sample_fn=None) -> Batch:
     """Roll out ``users`` (rows of the env's split) once each and compute advantages.
 
-    ``env`` is any batched fcpo env with autoreset disabled whose step info carries ``cost`` and
-    ``slot_rewards`` (the replay env and the simulator).  ``sample_fn(obs, exclude) -> (items, action,
-    log_prob)`` replaces ``actor.sample`` for policies that sample differently."""
+    ``env`` is any :class:`fcpo.envs.SlateVectorEnv` with autoreset disabled and one sub-env per user;
+    the cost limit is α'·K per step.  ``sample_fn(obs, exclude) -> (items, action, log_prob)`` replaces
+    ``actor.sample`` for policies that sample differently."""
     if sample_fn is None:
         def sample_fn(obs_t, exclude):
             return actor.sample(obs_t, exclude, generator=generator)
     n = env.num_envs
-    obs, _ = env.reset(options={"users": users})
-    horizon, k, n_items = env.core.horizon, env.core.k, env.core.n_items
-    n_shown = env.core.n_hist + k * horizon
-    obs_buf = np.zeros((horizon, n, obs.shape[1]), np.float32)
+    horizon, k, n_items, n_history = env.horizon, env.slate_size, env.n_items, env.n_history
+    n_shown = n_history + k * horizon
     rew = np.zeros((horizon, n))
     cst = np.zeros((horizon, n))
     slot_rew = np.zeros((horizon, n, k))
@@ -107,33 +171,31 @@ def collect(env: MovieLensFairVectorEnv, actor, value_r, value_c, users: np.ndar
     alive = np.zeros((horizon, n), dtype=bool)
     shown = np.full((horizon, n, n_shown), -1, dtype=np.int64)
     shown_now = np.full((n, n_shown), -1, dtype=np.int64)
-    shown_now[:, :env.core.n_hist] = env.core.history
-    acts, items_all, logps = [], [], []
-    done = np.zeros(n, dtype=bool)
-    for t in range(horizon):  # over time steps; users are batched
-        alive[t] = ~done
-        obs_buf[t] = obs
-        shown[t] = shown_now
-        exclude = torch.as_tensor(~env.action_masks(), device=device)
-        items, action, logp = sample_fn(torch.as_tensor(obs, device=device), exclude)
-        items_np = items.cpu().numpy()
-        slot_cst[t] = env.grouping.is_popular[items_np]  # the groups in force for this step's cost
-        obs, r, term, trunc, info = env.step(items_np)
-        rew[t], cst[t], slot_rew[t] = r, info["cost"], info["slot_rewards"]
-        shown_now[:, env.core.n_hist + k * t: env.core.n_hist + k * (t + 1)] = items_np
+    obs_steps, acts, items_all, logps = [], [], [], []
+
+    def act(state, exclude, t):
+        items, action, logp = sample_fn(state.obs, exclude)
+        slot_cst[t] = env.is_popular[items.cpu().numpy()]  # the groups in force for this step's cost
+        obs_steps.append(state.obs)
         acts.append(action)
         items_all.append(items)
         logps.append(logp)
-        done = done | term | trunc
-        if done.all():
-            horizon_used = t + 1
-            break
-    else:
-        horizon_used = horizon
+        return items
+
+    def record(step: SlateStep):
+        t = step.t
+        if t == 0:
+            shown_now[:, :n_history] = step.state.history.cpu().numpy()
+        alive[t] = step.alive
+        shown[t] = shown_now
+        rew[t], cst[t], slot_rew[t] = step.reward, step.info["cost"], step.info["slot_rewards"]
+        shown_now[:, n_history + k * t: n_history + k * (t + 1)] = step.slate.cpu().numpy()
+
+    horizon_used = run_slate_episodes(env, users, act, device, on_step=record)
     sl = slice(0, horizon_used)
-    obs_buf, rew, cst, alive, shown = obs_buf[sl], rew[sl], cst[sl], alive[sl], shown[sl]
+    rew, cst, alive, shown = rew[sl], cst[sl], alive[sl], shown[sl]
     slot_rew, slot_cst = slot_rew[sl], slot_cst[sl]
-    obs_t = torch.as_tensor(obs_buf.reshape(-1, obs_buf.shape[-1]), device=device)
+    obs_t = torch.stack(obs_steps).reshape(horizon_used * n, -1)
     v_r = value_r(obs_t).cpu().numpy().reshape(horizon_used, n)
     v_c = value_c(obs_t).cpu().numpy().reshape(horizon_used, n)
     adv_r, ret_r = gae(rew, v_r, alive, gamma_r, lam_r)
@@ -147,7 +209,7 @@ def collect(env: MovieLensFairVectorEnv, actor, value_r, value_c, users: np.ndar
     action = torch.stack(acts).reshape(-1, *acts[0].shape[1:])[sel]
     items = torch.stack(items_all).reshape(-1, k)[sel]
     exposure = np.bincount(items.cpu().numpy().ravel(), minlength=n_items)
-    limit_per_step = alpha_prime * k
+    cost_limit_per_step = alpha_prime * k
     return Batch(
         obs=obs_t[sel], action=action, items=items, log_prob=torch.stack(logps).reshape(-1)[sel],
         shown=torch.as_tensor(shown.reshape(-1, n_shown)[flat], device=device),
@@ -155,7 +217,7 @@ def collect(env: MovieLensFairVectorEnv, actor, value_r, value_c, users: np.ndar
         reward=pick(rew), cost=pick(cst), adv_r=pick(adv_r), adv_c=pick(adv_c), ret_r=pick(ret_r), ret_c=pick(ret_c),
         n_episodes=n, ep_reward=(rew * alive).sum(0), ep_cost=(cst * alive).sum(0),
         ep_disc_cost=discounted_sum(cst, alive, gamma_c),
-        ep_disc_limit=discounted_sum(np.full_like(cst, limit_per_step), alive, gamma_c),
+        ep_disc_limit=discounted_sum(np.full_like(cst, cost_limit_per_step), alive, gamma_c),
         ep_length=alive.sum(0), popular_share=float((cst * alive).sum() / max(alive.sum() * k, 1)),
         exposure=exposure,
     )

@@ -3,14 +3,14 @@
 Reads top to bottom:
 
 1. a balanced hierarchical clustering tree over the item embeddings
-   (``env.core.data.item_embeddings``), c = ceil(|I|^(1/d)) children per node (eq. 7-12);
+   (``env.env_data.item_embeddings``), c = ceil(|I|^(1/d)) children per node (eq. 7-12);
 2. a :class:`~fcpo.policies.tree.TreePolicy`: one softmax over the c children per
    non-leaf node; an item is a root -> leaf path, a K-item slate K paths drawn
    without replacement (exhausted subtrees masked), log pi(slate | s) exact;
 3. every iteration rolls out ``rollouts_per_user`` episodes for every training user
    (native vector env, autoreset disabled), with the env's ``rating`` reward
    (eq. 7-14: normalised rating + alpha (c_p - c_n));
-4. REINFORCE (eq. 7-15): discounted returns G_t of the penalised reward r - lambda c
+4. REINFORCE (eq. 7-15): discounted returns G_t of the penalised reward r - μ c (μ the multiplier)
    (eq. 7-13), standardised per user (for each user and step t, over that user's
    rollouts: a per-user baseline that removes the between-user spread of returns),
    loss = -mean(A_t log pi(a_t | s_t));
@@ -19,56 +19,39 @@ Reads top to bottom:
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode
 
-from fcpo.agents.base import register_agent
+from fcpo.agents.base import check_alpha_prime, param, register_agent
+from fcpo.agents.checkpoint import Checkpointed
 from fcpo.agents.lagrangian import LagrangeMultiplier
-from fcpo.envs import FairEnvConfig, MovieLensFairVectorEnv
-from fcpo.policies.base import SlateState
+from fcpo.agents.rollout import SlateStep, run_slate_episodes, with_reward_option
+from fcpo.envs.contract import EnvSpec
+from fcpo.policies.base import SlateState, shown_mask
 from fcpo.policies.tree import TREE_METHODS, TreePolicy, build_balanced_tree
 
 
 @dataclass
 class TPGRConfig:
-    """TPGR hyper-parameters (defaults: the paper / its reference code where it states them).
+    """TPGR hyper-parameters (defaults: the paper / its reference code where it states them)."""
 
-    depth: tree depth d (the paper's MovieLens runs use d = 2); branching: children per node c,
-        None = ceil(|I|^(1/d)) (eq. 7-12);
-    clustering: "pca" (sort on the first principal component, cut into c balanced chunks) or
-        "kmeans" (balanced k-means); both appear in the paper;
-    hidden: width of the state encoder shared by the node softmaxes (reference code: 64);
-    lr: Adam learning rate (reference code: 1e-3); gamma: discount of eq. 7-13;
-    rollouts_per_user: episodes per user and iteration (the per-user standardisation needs >= 2;
-        with 1 it falls back to standardising each step across users);
-    max_users: users rolled out per iteration (None = all training users);
-    updates_per_iteration: gradient steps on each batch of rollouts (1 = plain REINFORCE);
-    minibatch: transitions per gradient chunk (gradients accumulate; bounds memory only);
-    max_grad_norm: gradient clipping (None = off);
-    reward: env reward used for training ("rating" as in the paper; None = the env config's);
-    alpha_prime: cost limit d = alpha_prime * K popular items per step (1.0 = unconstrained);
-    lambda_lr, lambda_init: Lagrange multiplier step size and start value.
-    """
-
-    depth: int = 2
-    branching: int | None = None
-    clustering: str = "pca"
-    hidden: int = 64
-    lr: float = 1e-3
-    gamma: float = 0.9
-    rollouts_per_user: int = 4
-    max_users: int | None = None
-    updates_per_iteration: int = 1
-    minibatch: int = 4096
-    max_grad_norm: float | None = 1.0
-    reward: str | None = "rating"
-    alpha_prime: float = 1.0
-    lambda_lr: float = 0.05
-    lambda_init: float = 0.0
+    depth: int = param(2, "tree depth d (the paper's MovieLens runs use d = 2)")
+    branching: int | None = param(None, "children per node c; None = ceil(|I|^(1/d)) (eq. 7-12)")
+    clustering: str = param("pca", "pca (sort on the first principal component) | kmeans (balanced k-means)")
+    hidden: int = param(64, "width of the state encoder shared by the node softmaxes (reference code: 64)")
+    lr: float = param(1e-3, "Adam step size (reference code: 1e-3)")
+    gamma: float = param(0.9, "discount of the returns (eq. 7-13)")
+    rollouts_per_user: int = param(4, "episodes per user and iteration (per-user standardisation needs >= 2)")
+    max_users: int | None = param(None, "users rolled out per iteration (None = all training users)")
+    updates_per_iteration: int = param(1, "gradient steps on each batch of rollouts (1 = plain REINFORCE)")
+    minibatch: int = param(4096, "transitions per gradient chunk (gradients accumulate; bounds memory only)")
+    max_grad_norm: float | None = param(1.0, "gradient-norm clipping (None = off)")
+    reward: str | None = param("rating", "env reward option used for training (rating as in the paper; None = env's)")
+    alpha_prime: float = param(1.0, "α': cost limit d = α'·K G0 items per step (1.0 = unconstrained)")
+    lambda_lr: float = param(0.05, "step size of the Lagrange multiplier")
+    lambda_init: float = param(0.0, "initial Lagrange multiplier")
 
     def __post_init__(self):
         if self.clustering not in TREE_METHODS:
@@ -77,15 +60,7 @@ class TPGRConfig:
             raise ValueError("rollouts_per_user, updates_per_iteration and minibatch must be >= 1")
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
-        if self.alpha_prime < 0:
-            raise ValueError(f"alpha_prime must be >= 0, got {self.alpha_prime}")
-
-
-def shown_mask(shown: torch.Tensor, n_items: int) -> torch.Tensor:
-    """Dense bool [B, n_items] from padded item lists [B, S] (-1 = padding)."""
-    dense = torch.zeros(shown.shape[0], n_items + 1, dtype=torch.bool, device=shown.device)
-    dense.scatter_(1, torch.where(shown < 0, torch.full_like(shown, n_items), shown), True)
-    return dense[:, :n_items]
+        self.alpha_prime = check_alpha_prime(self.alpha_prime, "TPGRConfig")
 
 
 def per_user_standardise(returns: torch.Tensor, valid: torch.Tensor, groups: int, eps: float = 1e-8) -> torch.Tensor:
@@ -102,30 +77,29 @@ def per_user_standardise(returns: torch.Tensor, valid: torch.Tensor, groups: int
     return adv.reshape(t_len, e)
 
 
-class TPGRAgent:
+class TPGRAgent(Checkpointed):
     """REINFORCE over a balanced clustering tree (see the module docstring)."""
 
-    def __init__(self, config: TPGRConfig, env_config: FairEnvConfig, device: torch.device | str = "cpu", seed: int = 0):
+    _checkpointed = ("policy", "optimizer", "lagrange", "generator", "iteration")
+
+    def __init__(self, config: TPGRConfig, env: EnvSpec, device: torch.device | str = "cpu", seed: int = 0):
         self.config = config
         self.device = torch.device(device)
-        if config.reward is not None:
-            env_config = dataclasses.replace(env_config, reward=config.reward)
-        self.env_config = env_config
+        self.env_spec = with_reward_option(env, config.reward)
         self.seed = int(seed)
         torch.manual_seed(self.seed)
-        probe = env_config.load()
-        n_users = probe.split.n_episode_users
+        n_users = self.env_spec.make_vector(1, mode="train").n_users
         self.n_users_batch = n_users if config.max_users is None else min(config.max_users, n_users)
-        self.env = MovieLensFairVectorEnv(num_envs=self.n_users_batch * config.rollouts_per_user,
-                                          autoreset_mode=AutoresetMode.DISABLED, **dataclasses.asdict(env_config))
-        core = self.env.core
-        self.n_items, self.k, self.horizon, self.n_hist = core.n_items, core.k, core.horizon, core.n_hist
-        items = torch.as_tensor(core.data.item_embeddings, dtype=torch.float32, device=self.device)
+        self.env = self.env_spec.make_vector(self.n_users_batch * config.rollouts_per_user, mode="train")
+        env = self.env
+        self.n_items, self.k, self.horizon, self.n_history = env.n_items, env.slate_size, env.horizon, env.n_history
+        items = torch.as_tensor(env.env_data.item_embeddings, dtype=torch.float32, device=self.device)
         tree = build_balanced_tree(items, config.depth, config.branching, config.clustering)
-        self.policy = TreePolicy(tree, core.obs_dim, config.hidden).to(self.device)
+        self.policy = TreePolicy(tree, int(env.single_observation_space.shape[0]), config.hidden).to(self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr)
-        self.cost_limit = config.alpha_prime * self.k
-        self.lagrange = LagrangeMultiplier(self.cost_limit, config.lambda_lr, config.lambda_init, device=self.device)
+        self.cost_limit_per_step = config.alpha_prime * self.k
+        self.lagrange = LagrangeMultiplier(self.cost_limit_per_step, config.lambda_lr, config.lambda_init,
+                                           device=self.device)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
         self.iteration = 0
@@ -142,27 +116,28 @@ class TPGRAgent:
     @torch.no_grad()
     def rollout(self) -> dict[str, torch.Tensor]:
         env, dev = self.env, self.device
-        obs, info = env.reset(options={"users": self._users()})
         e, t_len = env.num_envs, self.horizon
-        obs_buf = torch.zeros(t_len, e, obs.shape[1], device=dev)
+        obs_buf = torch.zeros(t_len, e, int(env.single_observation_space.shape[0]), device=dev)
         slates = torch.zeros(t_len, e, self.k, dtype=torch.long, device=dev)
         rewards = torch.zeros(t_len, e, device=dev)
         costs = torch.zeros(t_len, e, device=dev)
         valid = torch.zeros(t_len, e, dtype=torch.bool, device=dev)
-        initial = torch.as_tensor(info["history"], dtype=torch.long, device=dev)
-        user = torch.as_tensor(info["user"], dtype=torch.long, device=dev)
-        for t in range(t_len):  # env steps, vectorised over all users and rollouts
-            alive = torch.as_tensor(~env.episodes_done(), device=dev)
-            if not bool(alive.any()):
-                break
-            exclude = torch.as_tensor(~env.action_masks(), device=dev)
-            state = SlateState(torch.as_tensor(obs, device=dev), torch.as_tensor(info["history"], device=dev), user)
-            slate = self.policy.act(state, self.k, "sample", exclude, self.generator)
-            obs_buf[t], slates[t], valid[t] = state.obs, slate, alive
-            obs, r, _, _, info = env.step(slate.cpu().numpy())
-            rewards[t] = torch.as_tensor(r, dtype=torch.float32, device=dev) * alive
-            costs[t] = torch.as_tensor(info["cost"], dtype=torch.float32, device=dev) * alive
-        return dict(obs=obs_buf, slates=slates, rewards=rewards, costs=costs, valid=valid, initial=initial, user=user)
+        start: dict[str, torch.Tensor] = {}
+
+        def act(state: SlateState, exclude: torch.Tensor, t: int) -> torch.Tensor:
+            return self.policy.act(state, self.k, "sample", exclude, self.generator)
+
+        def record(step: SlateStep) -> None:
+            t, state = step.t, step.state
+            if t == 0:
+                start.update(initial=state.history, user=state.user)
+            alive = torch.as_tensor(step.alive, device=dev)
+            obs_buf[t], slates[t], valid[t] = state.obs, step.slate, alive
+            rewards[t] = torch.as_tensor(step.reward, dtype=torch.float32, device=dev) * alive
+            costs[t] = torch.as_tensor(step.info["cost"], dtype=torch.float32, device=dev) * alive
+
+        run_slate_episodes(env, self._users(), act, dev, on_step=record)
+        return dict(obs=obs_buf, slates=slates, rewards=rewards, costs=costs, valid=valid, **start)
 
     # ------------------------------------------------------------------------------------ update
     def _returns(self, rewards: torch.Tensor) -> torch.Tensor:
@@ -190,7 +165,7 @@ class TPGRAgent:
             total = 0.0
             for start in range(0, n, cfg.minibatch):  # gradient accumulation over transition chunks
                 ti, ei = t_idx[start:start + cfg.minibatch], e_idx[start:start + cfg.minibatch]
-                keep = cols[None, :] < (self.n_hist + ti * self.k)[:, None]
+                keep = cols[None, :] < (self.n_history + ti * self.k)[:, None]
                 exclude = shown_mask(torch.where(keep, all_shown[ei], torch.full_like(all_shown[ei], -1)), self.n_items)
                 state = SlateState(batch["obs"][ti, ei], batch["initial"][ei], batch["user"][ei])
                 logp = self.policy.log_prob(state, batch["slates"][ti, ei], exclude=exclude)
@@ -210,7 +185,7 @@ class TPGRAgent:
         return {
             "reward": float(batch["rewards"].sum() / e),  # mean undiscounted episode return
             "cost": float(batch["costs"].sum() / e),  # mean episode cost (popular items shown)
-            "cost_limit": float(self.cost_limit * ep_len),  # alpha' K per step, over the mean episode length
+            "cost_limit": float(self.cost_limit_per_step * ep_len),  # alpha' K per step, over the mean episode length
             "cost_per_step": cost_per_step,
             "popular_share": cost_per_step / self.k,
             "lambda": self.lagrange.item(),
@@ -218,23 +193,9 @@ class TPGRAgent:
             "loss": float(np.mean(losses)),
         }
 
-    # -------------------------------------------------------------------------------- checkpoint
-    def state_dict(self) -> dict:
-        return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "lagrange": self.lagrange.state_dict(), "generator": self.generator.get_state(),
-                "iteration": self.iteration, "config": dataclasses.asdict(self.config)}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.policy.load_state_dict(state["policy"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.lagrange.load_state_dict(state["lagrange"])
-        self.generator.set_state(state["generator"])
-        self.iteration = int(state["iteration"])
-
-
-def make_tpgr(config: TPGRConfig, env_config: FairEnvConfig, device, seed: int) -> TPGRAgent:
-    return TPGRAgent(config, env_config, device, seed)
-
-
-register_agent("tpgr", TPGRConfig, make_tpgr,
-               "TPGR (Chen et al. AAAI 2019): REINFORCE over a balanced clustering tree; Lagrangian exposure constraint")
+@register_agent("tpgr", TPGRConfig,
+                description="TPGR (Chen et al. AAAI 2019): REINFORCE over a balanced clustering tree; "
+                            "Lagrangian exposure constraint")
+def make_tpgr(config: TPGRConfig, env: EnvSpec, device, seed: int) -> TPGRAgent:
+    return TPGRAgent(config, env, device, seed)

@@ -4,10 +4,11 @@ Large Discrete Action Spaces", 2015; seed §7.1.1, table 7-1).
 Reads top to bottom:
 
 1. actor f(s) = a_hat, a proto-action in item-embedding space (eq. 7-2), squashed by tanh into the
-   per-dimension range of the item embeddings (``env.core.data.item_embeddings``);
+   per-dimension range of the item embeddings (``env.env_data.item_embeddings``);
 2. g_k(a_hat): the k items nearest to a_hat (eq. 7-3: argmin of L2 distance by default), exact top-k
    or an approximate faiss index, with k = ceil(knn_ratio * |I|) (paper/seed: ~10 % of the catalogue);
-3. the critic re-ranks the candidates, Q(s, a) = Q_r(s, a) - lambda Q_c(s, a) (eq. 7-4), and the K
+3. the critic re-ranks the candidates, Q(s, a) = Q_r(s, a) - μ Q_c(s, a) (eq. 7-4; μ the Lagrange
+   multiplier), and the K
    best distinct admissible candidates form the slate;
 4. the critic is additive over the slate, Q(s, A) = sum_{a in A} Q(s, a) (each slate item's share of
    the slate value, which makes "K best candidates" the greedy slate for Q); TD target
@@ -26,19 +27,19 @@ is part of the MDP and nothing is bootstrapped past it.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode
 from torch import nn
 
-from fcpo.agents.base import register_agent
+from fcpo.agents.base import check_alpha_prime, param, register_agent
+from fcpo.agents.checkpoint import Checkpointed
 from fcpo.agents.lagrangian import LagrangeMultiplier
-from fcpo.envs import FairEnvConfig, MovieLensFairVectorEnv
-from fcpo.policies.base import Policy, SlateState
+from fcpo.agents.rollout import SlateStep, run_slate_episodes, with_reward_option
+from fcpo.envs.contract import EnvSpec
+from fcpo.policies.base import Policy, SlateState, shown_mask
 from fcpo.policies.knn import BACKENDS, METRICS, KNNIndex
 
 NOISES = ("gaussian", "ou")
@@ -47,53 +48,34 @@ NOISES = ("gaussian", "ou")
 @dataclass
 class WolpertingerConfig:
     """Wolpertinger hyper-parameters (defaults: DDPG, Lillicrap et al. 2016, and Dulac-Arnold et al. 2015
-    where they apply; buffer and hidden sizes scaled to MovieLens-sized runs).
+    where they apply; buffer and hidden sizes scaled to MovieLens-sized runs)."""
 
-    knn_ratio: k = ceil(knn_ratio * |I|) neighbours re-ranked by the critic (paper: 10 %);
-    knn_k: a fixed k instead of the ratio (None = use the ratio); never below the slate size;
-    knn_backend: "exact" (torch top-k) or "faiss" (IVF-Flat, optional dependency);
-    knn_metric: "l2" (eq. 7-3) or "ip"; faiss_nprobe: IVF cells visited;
-    actor_hidden, critic_hidden: layer widths (DDPG: 400, 300; the action enters the critic's 2nd layer);
-    twin_critic: clipped double-Q targets (TD3) against the max-over-candidates overestimation of the
-        Wolpertinger target (False = plain DDPG, one critic);
-    actor_lr, critic_lr: Adam step sizes (DDPG: 1e-4, 1e-3); critic_weight_decay (DDPG: 1e-2; 0 here);
-    gamma: discount (0.9: episodes of T = 10 steps; DDPG used 0.99); tau: soft target update (DDPG: 1e-3);
-    batch_size: minibatch (DDPG: 64); buffer_size: replay capacity (DDPG: 1e6);
-    num_envs: users rolled out in parallel per iteration (one episode each);
-    updates_per_iteration: gradient steps per iteration; warmup: transitions in the buffer before updating;
-    noise: "gaussian" or "ou"; noise_sigma: scale relative to the per-dimension std of the item
-    embeddings (DDPG OU: sigma 0.2, theta 0.15); ou_theta;
-    reward: env reward used for training (None = the env config's);
-    alpha_prime, lambda_lr, lambda_init: cost limit d = alpha_prime * K per step and the multiplier;
-    act_chunk: rows per batched decision (bounds memory of the candidate re-ranking).
-    """
-
-    knn_ratio: float = 0.1
-    knn_k: int | None = None
-    knn_backend: str = "exact"
-    knn_metric: str = "l2"
-    faiss_nprobe: int = 8
-    actor_hidden: tuple[int, ...] = (256, 256)
-    critic_hidden: tuple[int, int] = (256, 256)
-    twin_critic: bool = True
-    actor_lr: float = 1e-4
-    critic_lr: float = 1e-3
-    critic_weight_decay: float = 0.0
-    gamma: float = 0.9
-    tau: float = 1e-3
-    batch_size: int = 64
-    buffer_size: int = 100_000
-    num_envs: int = 64
-    updates_per_iteration: int = 64
-    warmup: int = 256
-    noise: str = "gaussian"
-    noise_sigma: float = 0.2
-    ou_theta: float = 0.15
-    reward: str | None = "hit"
-    alpha_prime: float = 1.0
-    lambda_lr: float = 0.05
-    lambda_init: float = 0.0
-    act_chunk: int = 256
+    knn_ratio: float = param(0.1, "k = ceil(knn_ratio * |I|) neighbours re-ranked by the critic (paper: 10 %)")
+    knn_k: int | None = param(None, "a fixed k instead of the ratio (None = use the ratio); never below K")
+    knn_backend: str = param("exact", "exact (torch top-k) | faiss (IVF-Flat, optional dependency)")
+    knn_metric: str = param("l2", "l2 (eq. 7-3) | ip")
+    faiss_nprobe: int = param(8, "faiss: IVF cells visited per query")
+    actor_hidden: tuple[int, ...] = param((256, 256), "actor layer widths (DDPG: 400, 300)")
+    critic_hidden: tuple[int, int] = param((256, 256), "critic widths: state layer, joint layer (action enters the 2nd)")
+    twin_critic: bool = param(True, "clipped double-Q targets (TD3) against the max-over-candidates bias; False = DDPG")
+    actor_lr: float = param(1e-4, "actor Adam step size (DDPG: 1e-4)")
+    critic_lr: float = param(1e-3, "critic Adam step size (DDPG: 1e-3)")
+    critic_weight_decay: float = param(0.0, "critic L2 weight decay (DDPG: 1e-2)")
+    gamma: float = param(0.9, "discount (0.9: episodes of T = 10 steps; DDPG used 0.99)")
+    tau: float = param(1e-3, "soft target update rate (DDPG: 1e-3)")
+    batch_size: int = param(64, "replay minibatch size (DDPG: 64)")
+    buffer_size: int = param(100_000, "replay capacity in transitions (DDPG: 1e6)")
+    num_envs: int = param(64, "users rolled out in parallel per iteration (one episode each)")
+    updates_per_iteration: int = param(64, "gradient steps per iteration")
+    warmup: int = param(256, "transitions in the buffer before updating")
+    noise: str = param("gaussian", "exploration noise on the proto-action: gaussian | ou")
+    noise_sigma: float = param(0.2, "noise scale relative to the per-dimension std of the item embeddings")
+    ou_theta: float = param(0.15, "Ornstein-Uhlenbeck mean reversion (DDPG: 0.15)")
+    reward: str | None = param("hit", "env reward option used for training (None = the env's own)")
+    alpha_prime: float = param(1.0, "α': cost limit d = α'·K G0 items per step")
+    lambda_lr: float = param(0.05, "step size of the Lagrange multiplier")
+    lambda_init: float = param(0.0, "initial Lagrange multiplier")
+    act_chunk: int = param(256, "rows per batched decision (bounds memory of the candidate re-ranking)")
 
     def __post_init__(self):
         self.actor_hidden = tuple(self.actor_hidden)
@@ -112,6 +94,7 @@ class WolpertingerConfig:
             raise ValueError(f"need 0 < tau <= 1 and 0 <= gamma <= 1, got tau={self.tau}, gamma={self.gamma}")
         if min(self.batch_size, self.buffer_size, self.num_envs, self.act_chunk) < 1 or self.updates_per_iteration < 0:
             raise ValueError("batch_size, buffer_size, num_envs, act_chunk must be >= 1 and updates_per_iteration >= 0")
+        self.alpha_prime = check_alpha_prime(self.alpha_prime, "WolpertingerConfig")
 
 
 def _mlp(sizes: list[int], out_act: nn.Module | None = None) -> nn.Sequential:
@@ -182,7 +165,7 @@ class WolpertingerPolicy(Policy):
     """Actor + k-NN + critic re-ranking (eq. 7-4); deterministic.
 
     ``log_prob`` is a surrogate: Plackett-Luce over softmax of the penalised critic values
-    Q_r - lambda Q_c on the k-NN candidate set of the proto-action (items outside it: -inf);
+    Q_r - μ Q_c (μ = ``multiplier``, the Lagrange multiplier) on the k-NN candidate set of the proto-action (items outside it: -inf);
     the acting policy is its greedy (zero-temperature) limit.  ``act(mode="sample")`` adds
     Gaussian noise of scale ``noise_sigma`` (relative to the item-embedding std) to the proto-action.
     """
@@ -195,7 +178,7 @@ class WolpertingerPolicy(Policy):
         self.actor, self.critic = actor, critic
         self.register_buffer("items", items.clone())
         self.register_buffer("item_std", items.std(0).clamp(min=1e-6))
-        self.register_buffer("lam", torch.zeros(1))
+        self.register_buffer("multiplier", torch.zeros(1))
         self.index = index
         self.k_nn = int(k_nn)
         self.noise_sigma = float(noise_sigma)
@@ -210,6 +193,11 @@ class WolpertingerPolicy(Policy):
             setattr(new, key, copy.deepcopy(value, memo))
         return new
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if prefix + "lam" in state_dict and prefix + "multiplier" not in state_dict:  # checkpoints before the rename
+            state_dict[prefix + "multiplier"] = state_dict.pop(prefix + "lam")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def candidates(self, obs: torch.Tensor, exclude: torch.Tensor | None, noise: torch.Tensor | None = None,
                    k_nn: int | None = None) -> torch.Tensor:
         """k-NN candidate ids [B, k_nn] of the (noisy) proto-action; -1 marks missing ones (approximate index)."""
@@ -220,9 +208,9 @@ class WolpertingerPolicy(Policy):
         return ids.masked_fill(torch.isneginf(scores), -1)  # rows with fewer admissible items than k_nn
 
     def candidate_values(self, obs: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
-        """Penalised Q_r - lambda Q_c of candidates [B, M] (-inf where cand < 0)."""
+        """Penalised Q_r - μ Q_c of candidates [B, M] (-inf where cand < 0)."""
         q = self.critic(obs, self.items[cand.clamp(min=0)])
-        v = q[..., 0] - self.lam * q[..., 1]
+        v = q[..., 0] - self.multiplier * q[..., 1]
         return v.masked_fill(cand < 0, float("-inf"))
 
     @torch.no_grad()
@@ -299,13 +287,6 @@ class ReplayBuffer:
         self.pos, self.size = int(state["pos"]), n
 
 
-def shown_mask(shown: torch.Tensor, n_items: int) -> torch.Tensor:
-    """Dense bool [B, n_items] from padded item lists [B, S] (-1 = padding)."""
-    dense = torch.zeros(shown.shape[0], n_items + 1, dtype=torch.bool, device=shown.device)
-    dense.scatter_(1, torch.where(shown < 0, torch.full_like(shown, n_items), shown), True)
-    return dense[:, :n_items]
-
-
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """theta' <- tau theta + (1 - tau) theta' (table 7-1, line 13)."""
     with torch.no_grad():
@@ -313,48 +294,51 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
             t.lerp_(s, tau)
 
 
-class WolpertingerAgent:
+class WolpertingerAgent(Checkpointed):
     """DDPG with a k-NN action map over item embeddings (see the module docstring)."""
 
-    def __init__(self, config: WolpertingerConfig, env_config: FairEnvConfig, device: torch.device | str = "cpu",
-                 seed: int = 0):
+    _checkpointed = ("policy", "target", "actor_opt", "critic_opt", "lagrange", "generator", "buffer", "iteration")
+
+    def __init__(self, config: WolpertingerConfig, env: EnvSpec, device: torch.device | str = "cpu", seed: int = 0):
         self.config = cfg = config
         self.device = dev = torch.device(device)
-        if cfg.reward is not None:
-            env_config = dataclasses.replace(env_config, reward=cfg.reward)
-        self.env_config = env_config
+        self.env_spec = with_reward_option(env, cfg.reward)
         self.seed = int(seed)
         torch.manual_seed(self.seed)
-        self.env = MovieLensFairVectorEnv(num_envs=cfg.num_envs, autoreset_mode=AutoresetMode.DISABLED,
-                                          **dataclasses.asdict(env_config))
-        core = self.env.core
-        self.n_items, self.k, self.horizon, self.n_hist = core.n_items, core.k, core.horizon, core.n_hist
-        items = torch.as_tensor(core.data.item_embeddings, dtype=torch.float32, device=dev)
+        self.env = self.env_spec.make_vector(cfg.num_envs, mode="train")
+        env_data = self.env.env_data
+        self.n_items, self.k, self.horizon, self.n_history = (self.env.n_items, self.env.slate_size, self.env.horizon,
+                                                           self.env.n_history)
+        obs_dim = int(self.env.single_observation_space.shape[0])
+        items = torch.as_tensor(env_data.item_embeddings, dtype=torch.float32, device=dev)
         dim = items.shape[1]
         self.k_nn = max(self.k, min(self.n_items, cfg.knn_k if cfg.knn_k is not None
                                     else math.ceil(cfg.knn_ratio * self.n_items)))
         self.index = KNNIndex(items, cfg.knn_metric, cfg.knn_backend, nprobe=cfg.faiss_nprobe, seed=self.seed)
         bound = items.abs().amax(0).clamp(min=1e-6)
-        actor, critic = Actor(core.obs_dim, dim, cfg.actor_hidden, bound), Critic(core.obs_dim, dim, cfg.critic_hidden, cfg.twin_critic)
+        actor, critic = Actor(obs_dim, dim, cfg.actor_hidden, bound), Critic(obs_dim, dim, cfg.critic_hidden, cfg.twin_critic)
         self.policy = WolpertingerPolicy(actor, critic, items, self.index, self.k_nn, cfg.noise_sigma,
                                          cfg.act_chunk).to(dev)
         self.target = self.policy.snapshot()  # target actor + critic (table 7-1, line 2)
         self.actor_opt = torch.optim.Adam(self.policy.actor.parameters(), lr=cfg.actor_lr)
         self.critic_opt = torch.optim.Adam(self.policy.critic.parameters(), lr=cfg.critic_lr,
                                            weight_decay=cfg.critic_weight_decay)
-        self.cost_limit = cfg.alpha_prime * self.k
-        self.lagrange = LagrangeMultiplier(self.cost_limit, cfg.lambda_lr, cfg.lambda_init, device=dev)
+        self.cost_limit_per_step = cfg.alpha_prime * self.k
+        self.lagrange = LagrangeMultiplier(self.cost_limit_per_step, cfg.lambda_lr, cfg.lambda_init, device=dev)
         self._sync_lambda()
-        self.shown_len = self.n_hist + self.horizon * self.k
-        self.buffer = ReplayBuffer(cfg.buffer_size, core.obs_dim, self.k, self.shown_len, dev)
+        self.shown_len = self.n_history + self.horizon * self.k
+        self.buffer = ReplayBuffer(cfg.buffer_size, obs_dim, self.k, self.shown_len, dev)
         self.generator = torch.Generator(device=dev)
         self.generator.manual_seed(self.seed)
         self.iteration = 0
 
     def _sync_lambda(self) -> None:
-        lam = self.lagrange.value.float()
-        self.policy.lam.copy_(lam)
-        self.target.lam.copy_(lam)
+        multiplier = self.lagrange.value.float()
+        self.policy.multiplier.copy_(multiplier)
+        self.target.multiplier.copy_(multiplier)
+
+    def _after_load(self) -> None:
+        self._sync_lambda()
 
     # ----------------------------------------------------------------------------------- rollout
     def _noise(self, ou_state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -368,36 +352,35 @@ class WolpertingerAgent:
     @torch.no_grad()
     def rollout(self) -> dict[str, float]:
         """One episode for ``num_envs`` users drawn from the agent's generator; transitions -> replay."""
-        env, dev = self.env, self.device
+        env, dev, k, n_history = self.env, self.device, self.k, self.n_history
         users = torch.randint(env.n_users, (env.num_envs,), generator=self.generator, device=dev).cpu().numpy()
-        obs, info = env.reset(options={"users": users})
         shown = torch.full((env.num_envs, self.shown_len), -1, dtype=torch.long, device=dev)
-        shown[:, : self.n_hist] = torch.as_tensor(info["history"], device=dev)
         ou = torch.zeros(env.num_envs, self.policy.items.shape[1], device=dev) if self.config.noise == "ou" else None
         ret = torch.zeros(env.num_envs, device=dev)
         cost = torch.zeros(env.num_envs, device=dev)
         steps = torch.zeros(env.num_envs, device=dev)
-        user = torch.as_tensor(info["user"], dtype=torch.long, device=dev)
-        for t in range(self.horizon):  # env steps, vectorised over users
-            alive = torch.as_tensor(~env.episodes_done(), device=dev)
-            if not bool(alive.any()):
-                break
+
+        def act(state: SlateState, exclude: torch.Tensor, t: int) -> torch.Tensor:
+            nonlocal ou
             noise, ou = self._noise(ou)
-            state = SlateState(torch.as_tensor(obs, device=dev), torch.as_tensor(info["history"], device=dev), user)
-            exclude = torch.as_tensor(~env.action_masks(), device=dev)
-            slate = self.policy.act(state, self.k, "sample", exclude, noise=noise)
-            next_obs, r, term, trunc, info = env.step(slate.cpu().numpy())
-            shown[:, self.n_hist + t * self.k: self.n_hist + (t + 1) * self.k] = slate
-            r_t = torch.as_tensor(r, dtype=torch.float32, device=dev)
-            c_t = torch.as_tensor(info["cost"], dtype=torch.float32, device=dev)
-            done = torch.as_tensor(term | trunc, dtype=torch.float32, device=dev)
-            a = alive
-            self.buffer.add(state.obs[a], slate[a], r_t[a], c_t[a], torch.as_tensor(next_obs, device=dev)[a], done[a],
-                            shown[a])
-            ret += r_t * alive
-            cost += c_t * alive
-            steps += alive
-            obs = next_obs
+            return self.policy.act(state, k, "sample", exclude, noise=noise)
+
+        def record(step: SlateStep) -> None:
+            nonlocal ret, cost, steps
+            if step.t == 0:
+                shown[:, :n_history] = step.state.history
+            shown[:, n_history + step.t * k: n_history + (step.t + 1) * k] = step.slate
+            r_t = torch.as_tensor(step.reward, dtype=torch.float32, device=dev)
+            c_t = torch.as_tensor(step.info["cost"], dtype=torch.float32, device=dev)
+            done = torch.as_tensor(step.terminated | step.truncated, dtype=torch.float32, device=dev)
+            a = torch.as_tensor(step.alive, device=dev)
+            self.buffer.add(step.state.obs[a], step.slate[a], r_t[a], c_t[a], torch.as_tensor(step.next_obs, device=dev)[a],
+                            done[a], shown[a])
+            ret += r_t * a
+            cost += c_t * a
+            steps += a
+
+        run_slate_episodes(env, users, act, dev, on_step=record)
         per_step = float(cost.sum() / steps.sum().clamp(min=1))
         return {"reward": float(ret.mean()), "cost": float(cost.mean()), "cost_per_step": per_step,
                 "popular_share": per_step / self.k, "episode_length": float(steps.mean())}
@@ -423,7 +406,7 @@ class WolpertingerAgent:
         # line 12: deterministic policy gradient through the proto-action
         proto = pol.actor(b["obs"])
         q_pi = pol.critic(b["obs"], proto[:, None, :])[:, 0]
-        actor_loss = -(q_pi[:, 0] - pol.lam * q_pi[:, 1]).mean()
+        actor_loss = -(q_pi[:, 0] - pol.multiplier * q_pi[:, 1]).mean()
         self.actor_opt.zero_grad()
         actor_loss.backward()
         self.actor_opt.step()
@@ -440,36 +423,15 @@ class WolpertingerAgent:
         self.lagrange.update(metrics["cost_per_step"])  # per-step units: J_C / step vs d = alpha' K
         self._sync_lambda()
         self.iteration = iteration + 1
-        metrics.update(cost_limit=float(self.cost_limit * metrics["episode_length"]), **{"lambda": self.lagrange.item()},
+        metrics.update(cost_limit=float(self.cost_limit_per_step * metrics["episode_length"]), **{"lambda": self.lagrange.item()},
                        critic_loss=float(np.mean([m["critic_loss"] for m in losses])) if losses else float("nan"),
                        actor_loss=float(np.mean([m["actor_loss"] for m in losses])) if losses else float("nan"),
                        buffer_size=float(self.buffer.size), k_nn=float(self.k_nn))
         return metrics
 
-    # -------------------------------------------------------------------------------- checkpoint
-    def state_dict(self) -> dict:
-        return {"policy": self.policy.state_dict(), "target": self.target.state_dict(),
-                "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
-                "lagrange": self.lagrange.state_dict(), "generator": self.generator.get_state(),
-                "buffer": self.buffer.state_dict(), "iteration": self.iteration,
-                "config": dataclasses.asdict(self.config)}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.policy.load_state_dict(state["policy"])
-        self.target.load_state_dict(state["target"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
-        self.lagrange.load_state_dict(state["lagrange"])
-        self.generator.set_state(state["generator"])
-        self.buffer.load_state_dict(state["buffer"])
-        self.iteration = int(state["iteration"])
-        self._sync_lambda()
-
-
-def make_wolpertinger(config: WolpertingerConfig, env_config: FairEnvConfig, device, seed: int) -> WolpertingerAgent:
-    return WolpertingerAgent(config, env_config, device, seed)
-
-
-register_agent("wolpertinger", WolpertingerConfig, make_wolpertinger,
-               "Wolpertinger (Dulac-Arnold et al. 2015): DDPG proto-action + k-NN + critic re-ranking; "
-               "Lagrangian exposure constraint")
+@register_agent("wolpertinger", WolpertingerConfig,
+                description="Wolpertinger (Dulac-Arnold et al. 2015): DDPG proto-action + k-NN + critic re-ranking; "
+                            "Lagrangian exposure constraint")
+def make_wolpertinger(config: WolpertingerConfig, env: EnvSpec, device, seed: int) -> WolpertingerAgent:
+    return WolpertingerAgent(config, env, device, seed)

@@ -50,6 +50,15 @@ class SlateState:
         return SlateState(self.obs[idx], self.history[idx], self.user[idx])
 
 
+def check_alpha_prime(value, owner: str = "config") -> float:
+    """α' (the share of G0 items allowed per slate, FCPO's constraint) must lie in (0, 1]; returns it as a float.
+
+    The one check used by every agent config and the α'-fair re-ranker."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"{owner}: alpha_prime (--alpha, α') must lie in (0, 1], got {value!r}")
+    return float(value)
+
+
 def masked_topk(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
     """Top-k distinct items per row; excluded items get -inf (never multiplied away)."""
     if exclude is not None:
@@ -64,13 +73,37 @@ def gumbel_topk(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = Non
     return masked_topk(scores - torch.log(-torch.log(u)), k, exclude)
 
 
+def shown_mask(shown: torch.Tensor, n_items: int) -> torch.Tensor:
+    """Dense bool [B, n_items] from padded item lists [B, S] (-1 = padding): True for listed items."""
+    dense = torch.zeros(shown.shape[0], n_items + 1, dtype=torch.bool, device=shown.device)
+    dense.scatter_(1, torch.where(shown < 0, torch.full_like(shown, n_items), shown), True)
+    return dense[:, :n_items]
+
+
+PL_METHODS = ("sequential", "cumsum")
+
+
 def plackett_luce_log_prob(scores: torch.Tensor, items: torch.Tensor, exclude: torch.Tensor | None = None,
-                           per_slot: bool = False) -> torch.Tensor:
+                           per_slot: bool = False, method: str = "sequential", floor: float = 1e-6) -> torch.Tensor:
     """Exact log P(items in this order) under Plackett-Luce over softmax(scores) with earlier picks
     (and ``exclude``) masked: sum_j [s_{i_j} - logsumexp_{i not yet taken} s_i]
-    (``per_slot=True``: the K terms, shape [B, K])."""
+    (``per_slot=True``: the K terms, shape [B, K]).
+
+    ``method="sequential"``: one masked logsumexp per slot (K passes over the catalogue).
+    ``method="cumsum"``: one logsumexp per state, term_j = log p_{i_j} - log(1 - sum_{l<j} p_{i_l}) with
+    p = softmax(scores) over non-excluded items (``items`` distinct); equal to the sequential form while
+    the mass left after the earlier picks exceeds ``floor``, floored below it (near-deterministic slates).
+    """
+    if method not in PL_METHODS:
+        raise ValueError(f"method must be one of {PL_METHODS}, got {method!r}")
     if exclude is not None:
         scores = scores.masked_fill(exclude, float("-inf"))
+    if method == "cumsum":
+        log_p = torch.gather(scores, 1, items) - torch.logsumexp(scores, dim=1, keepdim=True)
+        p = log_p.double().exp()
+        left = (1.0 - (torch.cumsum(p, dim=1) - p)).clamp_min(floor)
+        terms = log_p - torch.log(left).to(log_p.dtype)
+        return terms if per_slot else terms.sum(dim=1)
     b, k = items.shape
     terms = []
     taken = torch.zeros_like(scores, dtype=torch.bool)

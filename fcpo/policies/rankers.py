@@ -11,7 +11,7 @@ import math
 import numpy as np
 import torch
 
-from fcpo.policies.base import Policy, SlateState
+from fcpo.policies.base import Policy, SlateState, check_alpha_prime
 
 
 class PopularityRanker(Policy):
@@ -78,9 +78,7 @@ class FairReRanker(MFRanker):
 
     def __init__(self, user_embeddings, item_embeddings, is_popular: np.ndarray, alpha_prime: float):
         super().__init__(user_embeddings, item_embeddings)
-        if not 0.0 < alpha_prime <= 1.0:
-            raise ValueError(f"alpha_prime must lie in (0, 1], got {alpha_prime!r}")
-        self.alpha_prime = float(alpha_prime)
+        self.alpha_prime = check_alpha_prime(alpha_prime, "FairReRanker")
         self.register_buffer("is_popular", torch.as_tensor(np.asarray(is_popular, dtype=bool)))
 
     @torch.no_grad()
