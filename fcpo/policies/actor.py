@@ -37,7 +37,7 @@ from torch import nn
 
 from fcpo.policies.base import Policy, SlateState
 from fcpo.policies.capped import (capped_greedy_slate, capped_plackett_luce_log_prob, capped_plackett_luce_sample,
-                                  capped_row_decode, capped_row_decode_reference, row_decode)
+                                  capped_row_decode_from_embeddings, capped_row_decode_reference, row_decode)
 from fcpo.policies.networks import StateEncoder, mlp
 
 MODES = ("gaussian", "softmax")
@@ -149,7 +149,7 @@ class SlateActor(Policy):
         """
         w = action.view(-1, self.k, self.dim)
         if self.cap_active(self.k):
-            return capped_row_decode(w @ self.items.T, self.slate_cap, self._groups(is_popular), exclude)
+            return capped_row_decode_from_embeddings(w, self.items, self.slate_cap, self._groups(is_popular), exclude)
         if exclude is not None:  # scores with excluded items at -inf, fused into one batched GEMM
             bias = torch.where(exclude, float("-inf"), 0.0).to(w.dtype).unsqueeze(1)
             scores = torch.baddbmm(bias, w, self.items.T.expand(w.shape[0], self.dim, self.n_items))
