@@ -227,7 +227,8 @@ def test_no_binding_cap_reproduces_the_unconstrained_functions_exactly(cap):
     rows = torch.randn(7, k, 20, generator=g1)
     assert torch.equal(capped_row_decode(rows, cap, pop, exclude),
                        row_decode(rows.masked_fill(exclude.unsqueeze(1), float("-inf"))))
-    assert torch.equal(capped_row_decode(rows, cap, None, exclude), capped_row_decode_reference(rows, None, None, exclude))
+    assert torch.equal(capped_row_decode(rows, cap, None, exclude),
+                       capped_row_decode_reference(rows, None, None, exclude))
 
 
 def test_cap_none_needs_no_groups_but_a_binding_cap_does():

@@ -62,7 +62,8 @@ class SlateActor(Policy):
             raise ValueError(f"user_dim {self.user_dim} exceeds the item feature size {self.dim}")
         self.k = int(slate_size)
         if slate_cap is not None and (isinstance(slate_cap, bool) or int(slate_cap) != slate_cap or slate_cap < 0):
-            raise ValueError(f"slate_cap must be a non-negative integer (G0 items per slate) or None, got {slate_cap!r}")
+            raise ValueError(f"slate_cap must be a non-negative integer (G0 items per slate) or None, "
+                             f"got {slate_cap!r}")
         self.slate_cap = None if slate_cap is None else int(slate_cap)
         # the popular group G0: data, not a learned parameter, so not saved in state_dict (old checkpoints load)
         self.register_buffer("is_popular", torch.zeros(self.n_items, dtype=torch.bool), persistent=False)

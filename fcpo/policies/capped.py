@@ -26,9 +26,10 @@ functions of :mod:`fcpo.policies.base` / the unconstrained row decoder, so picks
 draws and log-probabilities are exactly those of today's decoding.
 
 ``is_popular`` is a bool mask over items, [n] (one grouping for the batch) or [B, n]
-(one per row, e.g. a candidate list).  Scores are assumed finite (items to avoid belong
-in ``exclude``); like the unconstrained decoders, exact equality with the sequential
-definition assumes no tied scores within a row.
+(one per row, e.g. a candidate list).  Scores must be finite: items to avoid belong in
+``exclude`` (the fast decoders read a -inf score as an unavailable item).  Like the
+unconstrained decoders, exact equality with the sequential definitions assumes no tied
+scores within a row.
 """
 from __future__ import annotations
 
