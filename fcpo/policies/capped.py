@@ -79,8 +79,9 @@ def _group_layout(pop: torch.Tensor):
 
 
 def _permute(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
-    """Columns (last axis) of ``x`` in the order ``perm``."""
-    return x.gather(-1, perm.expand(*x.shape[:-1], perm.numel()))
+    """Columns (last axis) of ``x`` in the order ``perm`` (an index_select over a 2-D view: the
+    fastest CPU column gather, far faster than index_select on the last axis of a 3-D tensor)."""
+    return x.reshape(-1, x.shape[-1]).index_select(1, perm).view(*x.shape[:-1], perm.numel())
 
 
 def _group_blocks(scores: torch.Tensor, exclude: torch.Tensor | None, pop: torch.Tensor):
@@ -93,7 +94,7 @@ def _group_blocks(scores: torch.Tensor, exclude: torch.Tensor | None, pop: torch
     """
     per_row = (lambda m: m) if scores.dim() == 2 else (lambda m: m.unsqueeze(1))
     if exclude is not None:
-        scores = scores.masked_fill(per_row(exclude), NEG_INF)
+        scores = torch.where(per_row(exclude), NEG_INF, scores)
     layout = _group_layout(pop)
     if layout is None:
         return [(scores.masked_fill(per_row(pop), NEG_INF), None), (scores.masked_fill(per_row(~pop), NEG_INF), None)]
@@ -245,7 +246,7 @@ def capped_plackett_luce_log_prob(scores: torch.Tensor, items: torch.Tensor, cap
     if bool(short.any()):
         raise ValueError(f"row {int(short.nonzero()[0, 0])}: exclude leaves fewer than the slate size {k} items")
     fill = torch.finfo(scores.dtype).min / 8  # exp(fill - anything finite) == 0; no overflow in logaddexp
-    masked = scores if exclude is None else scores.masked_fill(exclude, fill)
+    masked = scores if exclude is None else torch.where(exclude, fill, scores)
     items = items.long()
     layout = _group_layout(pop)
     if layout is not None:  # G1 columns first: each group's normaliser is one logsumexp over a view
