@@ -177,6 +177,7 @@ def test_slate_cap_none_or_not_binding_is_the_unconstrained_actor(mode):
 def test_groups_are_data_not_state_and_are_validated():
     free, actor = _capped(mode="softmax", cap=1)
     assert "is_popular" not in actor.state_dict()
+    assert "cap of 1 G0" in actor.log_prob_kind and "cap" not in free.log_prob_kind
     assert set(actor.state_dict()) == set(free.state_dict())  # old checkpoints load unchanged
     with pytest.raises(ValueError, match=r"shape \[12\]"):
         actor.set_groups(torch.zeros(11, dtype=torch.bool))

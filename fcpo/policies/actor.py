@@ -65,6 +65,8 @@ class SlateActor(Policy):
             raise ValueError(f"slate_cap must be a non-negative integer (G0 items per slate) or None, "
                              f"got {slate_cap!r}")
         self.slate_cap = None if slate_cap is None else int(slate_cap)
+        if self.slate_cap is not None:
+            self.log_prob_kind += f", decoded under a per-slate cap of {self.slate_cap} G0 items"
         # the popular group G0: data, not a learned parameter, so not saved in state_dict (old checkpoints load)
         self.register_buffer("is_popular", torch.zeros(self.n_items, dtype=torch.bool), persistent=False)
         self.has_groups = False
