@@ -19,6 +19,14 @@ representation V may carry extra feature columns beyond the MF embedding
 (FCPO passes a standardised log-popularity column, whose query coordinate
 starts at 0): one coordinate then moves every slate towards or away from
 popular items, which is the direction a popularity constraint needs.
+
+Per-slate constraint mode (``slate_cap=m``, FCPO eq. 7-9 enforced per slate): every
+K-slate the actor emits — greedy or sampled, both modes — holds at most m items of
+the popular group G0 (``is_popular``, updated by :meth:`SlateActor.set_groups`), see
+:mod:`fcpo.policies.capped` for the capped process and its too-few-G1 rule.  The
+log-probabilities are those of the capped process (softmax: capped Plackett-Luce;
+gaussian: the density of W, since the capped decoder is deterministic in W).
+``slate_cap=None`` is exactly the unconstrained actor.
 """
 from __future__ import annotations
 
@@ -27,7 +35,9 @@ import math
 import torch
 from torch import nn
 
-from fcpo.policies.base import Policy, SlateState, gumbel_topk, masked_topk, plackett_luce_log_prob
+from fcpo.policies.base import Policy, SlateState
+from fcpo.policies.capped import (capped_greedy_slate, capped_plackett_luce_log_prob, capped_plackett_luce_sample,
+                                  capped_row_decode_from_embeddings, capped_row_decode_reference, row_decode)
 from fcpo.policies.networks import StateEncoder, mlp
 
 MODES = ("gaussian", "softmax")
@@ -38,7 +48,7 @@ class SlateActor(Policy):
 
     def __init__(self, item_embeddings: torch.Tensor, n_history: int, slate_size: int, mode: str = "gaussian",
                  hidden: int = 64, init_std: float = 0.1, temperature: float = 0.1, residual_user: bool = True,
-                 user_dim: int | None = None):
+                 user_dim: int | None = None, slate_cap: int | None = None, is_popular: torch.Tensor | None = None):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"actor mode must be one of {MODES}, got {mode!r}")
@@ -51,6 +61,17 @@ class SlateActor(Policy):
         if self.user_dim > self.dim:
             raise ValueError(f"user_dim {self.user_dim} exceeds the item feature size {self.dim}")
         self.k = int(slate_size)
+        if slate_cap is not None and (isinstance(slate_cap, bool) or int(slate_cap) != slate_cap or slate_cap < 0):
+            raise ValueError(f"slate_cap must be a non-negative integer (G0 items per slate) or None, "
+                             f"got {slate_cap!r}")
+        self.slate_cap = None if slate_cap is None else int(slate_cap)
+        if self.slate_cap is not None:
+            self.log_prob_kind += f", decoded under a per-slate cap of {self.slate_cap} G0 items"
+        # the popular group G0: data, not a learned parameter, so not saved in state_dict (old checkpoints load)
+        self.register_buffer("is_popular", torch.zeros(self.n_items, dtype=torch.bool), persistent=False)
+        self.has_groups = False
+        if is_popular is not None:
+            self.set_groups(is_popular)
         self.residual_user = residual_user
         self.temperature = float(temperature)
         self.encoder = StateEncoder(n_history, self.user_dim, hidden)
@@ -63,6 +84,37 @@ class SlateActor(Policy):
             # state-independent log std, relative to the spread of the item embeddings
             scale = float(self.items[:, :self.user_dim].std()) * init_std
             self.log_std = nn.Parameter(torch.full((self.k * self.dim,), math.log(max(scale, 1e-6))))
+
+    # ----- per-slate cap on G0 items
+    def set_groups(self, is_popular) -> None:
+        """Set the popular group G0 (bool [n_items]); dynamic groupings call this whenever G0 changes."""
+        mask = torch.as_tensor(is_popular, device=self.is_popular.device)
+        if mask.dtype != torch.bool or mask.shape != (self.n_items,):
+            raise ValueError(f"is_popular must be a bool mask of shape [{self.n_items}], "
+                             f"got dtype {mask.dtype} shape {list(mask.shape)}")
+        self.is_popular.copy_(mask)
+        self.has_groups = True
+
+    def cap_for(self, k: int) -> int | None:
+        """The cap on a k-item list: ``slate_cap`` for the K-slate; for another list length the
+        same share, floor(slate_cap · k / K) (None when the actor is unconstrained)."""
+        if self.slate_cap is None:
+            return None
+        return self.slate_cap if k == self.k else (self.slate_cap * k) // self.k
+
+    def cap_active(self, k: int) -> bool:
+        """True when the cap can bind on a k-item list."""
+        cap = self.cap_for(k)
+        return cap is not None and cap < k
+
+    def _groups(self, is_popular: torch.Tensor | None) -> torch.Tensor:
+        """The G0 mask for one call: the override ([n] or [B, n]) or the actor's own groups."""
+        if is_popular is not None:
+            return is_popular
+        if not self.has_groups:
+            raise RuntimeError(f"SlateActor has slate_cap={self.slate_cap} but no popular group: pass "
+                               "is_popular= to the constructor or call set_groups() before decoding")
+        return self.is_popular
 
     # ----- continuous action (gaussian mode)
     def mean_action(self, obs: torch.Tensor) -> torch.Tensor:
@@ -86,43 +138,35 @@ class SlateActor(Policy):
         """log N(W | μ(s), σ²) summed over the K×d entries (gaussian mode)."""
         return self.distribution(obs).log_prob(action).sum(dim=1)
 
-    def decode(self, action: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
-        """Items from W: slot j = argmax_i (W_j · v_i) over items not excluded nor picked by slots < j.
+    def decode(self, action: torch.Tensor, exclude: torch.Tensor | None = None,
+               is_popular: torch.Tensor | None = None) -> torch.Tensor:
+        """Items from W: slot j = argmax_i (W_j · v_i) over items not excluded nor picked by slots < j
+        (and, with a slate cap, not in G0 once the cap is reached: :func:`capped_row_decode`).
 
         Equivalent to K sequential masked argmaxes, computed from each row's top-K
         list (slot j can lose at most j items to earlier slots, so its answer is
         the first of its top K not taken): one top-k over the catalogue, then
-        O(K²) work per user.
+        O(K²) work per user.  The decoder is deterministic in W, capped or not, so
+        the Gaussian density of W is the exact log-probability of the action taken.
+        ``is_popular`` ([n] or [B, n]) overrides the actor's groups for this call.
         """
         w = action.view(-1, self.k, self.dim)
+        if self.cap_active(self.k):
+            return capped_row_decode_from_embeddings(w, self.items, self.slate_cap, self._groups(is_popular), exclude)
         if exclude is not None:  # scores with excluded items at -inf, fused into one batched GEMM
             bias = torch.where(exclude, float("-inf"), 0.0).to(w.dtype).unsqueeze(1)
             scores = torch.baddbmm(bias, w, self.items.T.expand(w.shape[0], self.dim, self.n_items))
         else:
             scores = w @ self.items.T  # [B, K, n_items]
-        cand = torch.topk(scores, self.k, dim=2).indices  # [B, K, K]: row j's best K items
-        b = scores.shape[0]
-        picks = torch.empty(b, self.k, dtype=torch.long, device=scores.device)
-        for j in range(self.k):  # K slots, vectorised over users
-            c = cand[:, j]
-            free = ~(c.unsqueeze(2) == picks[:, :j].unsqueeze(1)).any(dim=2) if j else torch.ones_like(c, dtype=torch.bool)
-            picks[:, j] = c.gather(1, free.float().argmax(dim=1, keepdim=True)).squeeze(1)
-        return picks
+        return row_decode(scores)
 
-    def decode_reference(self, action: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    def decode_reference(self, action: torch.Tensor, exclude: torch.Tensor | None = None,
+                         is_popular: torch.Tensor | None = None) -> torch.Tensor:
         """The definition of :meth:`decode`: K sequential masked argmaxes (kept for tests)."""
         w = action.view(-1, self.k, self.dim)
-        scores = w @ self.items.T
-        taken = torch.zeros(scores.shape[0], self.n_items, dtype=torch.bool, device=scores.device)
-        if exclude is not None:
-            taken |= exclude
-        picks = []
-        rows = torch.arange(scores.shape[0], device=scores.device)
-        for j in range(self.k):
-            pick = scores[:, j].masked_fill(taken, float("-inf")).argmax(dim=1)
-            picks.append(pick)
-            taken[rows, pick] = True
-        return torch.stack(picks, dim=1)
+        cap = self.slate_cap if self.cap_active(self.k) else None
+        groups = self._groups(is_popular) if cap is not None else None
+        return capped_row_decode_reference(w @ self.items.T, cap, groups, exclude)
 
     # ----- item scores (softmax mode and greedy ranking)
     def scores(self, state: SlateState) -> torch.Tensor:
@@ -133,8 +177,12 @@ class SlateActor(Policy):
         return (mean.view(-1, self.k, self.dim) @ self.items.T).mean(dim=1)
 
     def sample(self, obs: torch.Tensor, exclude: torch.Tensor | None = None, greedy: bool = False,
-               generator: torch.Generator | None = None):
-        """(items [B, K], action, log-prob): action is W (gaussian) or the items (softmax)."""
+               generator: torch.Generator | None = None, is_popular: torch.Tensor | None = None):
+        """(items [B, K], action, log-prob): action is W (gaussian) or the items (softmax).
+
+        With a slate cap the items obey it and the log-prob is that of the capped process
+        (gaussian: density of W; softmax: capped Plackett-Luce); ``is_popular`` overrides
+        the actor's groups for this call."""
         if self.mode == "gaussian":
             dist = self.distribution(obs)
             if greedy:
@@ -142,24 +190,38 @@ class SlateActor(Policy):
             else:
                 noise = torch.randn(dist.mean.shape, device=obs.device, generator=generator)
                 w = dist.mean + dist.stddev * noise
-            return self.decode(w, exclude), w, dist.log_prob(w).sum(dim=1)
+            return self.decode(w, exclude, is_popular), w, dist.log_prob(w).sum(dim=1)
         s = self.mean_action(obs) @ self.items.T / self.temperature
-        items = masked_topk(s, self.k, exclude) if greedy else gumbel_topk(s, self.k, exclude, generator)
-        return items, items, plackett_luce_log_prob(s, items, exclude)
+        cap = self.cap_for(self.k)
+        groups = self._groups(is_popular) if self.cap_active(self.k) else None
+        if greedy:
+            items = capped_greedy_slate(s, self.k, cap, groups, exclude)
+        else:
+            items = capped_plackett_luce_sample(s, self.k, cap, groups, exclude, generator)
+        return items, items, capped_plackett_luce_log_prob(s, items, cap, groups, exclude)
 
     def action_log_prob(self, obs: torch.Tensor, action: torch.Tensor, exclude: torch.Tensor | None = None,
-                        per_slot: bool = False):
+                        per_slot: bool = False, is_popular: torch.Tensor | None = None):
         """Log-probability of a stored action (W or items) under the current parameters;
-        ``per_slot=True`` gives the K factors [B, K] (rows of W, or Plackett-Luce positions)."""
+        ``per_slot=True`` gives the K factors [B, K] (rows of W, or Plackett-Luce positions).
+        With a slate cap (softmax mode) it is the capped Plackett-Luce log-prob, so pass the
+        ``exclude`` and groups (``is_popular`` [n] or [B, n], default the actor's) the action was
+        sampled under for exact likelihood ratios."""
         if self.mode == "gaussian":
             lp = self.distribution(obs).log_prob(action).view(-1, self.k, self.dim).sum(dim=2)
             return lp if per_slot else lp.sum(dim=1)
         s = self.mean_action(obs) @ self.items.T / self.temperature
-        return plackett_luce_log_prob(s, action.long(), exclude, per_slot=per_slot)
+        cap = self.cap_for(self.k)
+        groups = self._groups(is_popular) if self.cap_active(self.k) else None
+        return capped_plackett_luce_log_prob(s, action.long(), cap, groups, exclude, per_slot=per_slot)
 
     def kl_from(self, obs: torch.Tensor, old: dict, exclude: torch.Tensor | None = None) -> torch.Tensor:
         """Mean KL(π_old || π_θ) over states: closed form between diagonal Gaussians, or between
-        the item softmaxes (the Plackett–Luce base distribution) over non-excluded items."""
+        the item softmaxes (the Plackett–Luce base distribution) over non-excluded items.
+
+        With a slate cap this stays the KL of the unconstrained base distribution (W, or the
+        item softmax): it is used only as the trust-region metric, not as the KL between the
+        capped slate distributions."""
         if self.mode == "gaussian":
             mu, log_std = self.mean_action(obs), self.log_std.expand(obs.shape[0], -1)
             var, old_var = (2 * log_std).exp(), (2 * old["log_std"]).exp()
@@ -184,11 +246,18 @@ class SlateActor(Policy):
     @torch.no_grad()
     def act(self, state: SlateState, k: int, mode: str = "greedy", exclude: torch.Tensor | None = None,
             generator: torch.Generator | None = None) -> torch.Tensor:
+        """K-slates come from :meth:`sample`; other list lengths rank by :meth:`scores` (greedy top-k
+        or Plackett-Luce), under the cap :meth:`cap_for` gives that length."""
         if mode not in ("greedy", "sample"):
             raise ValueError(f"mode must be 'greedy' or 'sample', got {mode!r}")
         if k == self.k:
             return self.sample(state.obs, exclude, greedy=mode == "greedy", generator=generator)[0]
-        return super().act(state, k, mode, exclude, generator)  # other list lengths: rank by scores()
+        if not self.cap_active(k):
+            return super().act(state, k, mode, exclude, generator)  # other list lengths: rank by scores()
+        s, cap, groups = self.scores(state), self.cap_for(k), self._groups(None)
+        if mode == "greedy":
+            return capped_greedy_slate(s, k, cap, groups, exclude)
+        return capped_plackett_luce_sample(s, k, cap, groups, exclude, generator)
 
     def log_prob(self, state: SlateState, items: torch.Tensor, candidates: torch.Tensor | None = None,
                  exclude: torch.Tensor | None = None) -> torch.Tensor:
@@ -196,4 +265,10 @@ class SlateActor(Policy):
             raise NotImplementedError(
                 "the gaussian actor has a density over W, not over items; use log_prob_action(obs, W) or "
                 "construct the actor with mode='softmax' for an exact item log-probability")
-        return super().log_prob(state, items, candidates, exclude)
+        if not self.cap_active(items.shape[1]):
+            return super().log_prob(state, items, candidates, exclude)
+        s, cap, groups = self.scores(state), self.cap_for(items.shape[1]), self._groups(None)
+        if candidates is not None:  # the capped process over the candidate list
+            pos = (candidates[:, :, None] == items[:, None, :]).float().argmax(dim=1)
+            return capped_plackett_luce_log_prob(torch.gather(s, 1, candidates), pos, cap, groups[candidates])
+        return capped_plackett_luce_log_prob(s, items, cap, groups, exclude)
