@@ -50,6 +50,23 @@ class SlateState:
         return SlateState(self.obs[idx], self.history[idx], self.user[idx])
 
 
+CONSTRAINT_MODES = ("per-slate", "expected")
+"""How a constrained agent meets "at most α'·K G0 items per slate" (``--constraint``):
+
+* ``per-slate`` (default; Ge et al. eq. 7-9 as worded): the cap m = ⌊α'K⌋ is enforced inside the
+  policy's decoding (:mod:`fcpo.policies.capped`), for greedy and sampled slates alike;
+* ``expected``: the CMDP constraint E[Σ_t c_t] ≤ d trained by CPO / Lagrange multipliers, for costs
+  that cannot be masked before acting; the deployed policy is the stochastic policy that was trained.
+"""
+
+
+def check_constraint_mode(value, owner: str = "config") -> str:
+    """Validate a ``constraint`` option (one of :data:`CONSTRAINT_MODES`)."""
+    if value not in CONSTRAINT_MODES:
+        raise ValueError(f"{owner}: constraint (--constraint) must be one of {', '.join(CONSTRAINT_MODES)}, got {value!r}")
+    return value
+
+
 def check_alpha_prime(value, owner: str = "config") -> float:
     """α' (the share of G0 items allowed per slate, FCPO's constraint) must lie in (0, 1]; returns it as a float.
 
