@@ -418,8 +418,12 @@ def set_threads(threads: int | None) -> None:
 
 
 # ------------------------------------------------------------------ run folders
-def create_run(parent: str | Path, name: str, config: RunConfig, record_environment: bool = True) -> Path:
+def create_run(parent: str | Path, name: str, config, record_environment: bool = True) -> Path:
     """Create ``parent/name`` holding ``config.yaml``; refuses an existing folder.
+
+    ``config`` is a :class:`RunConfig` or any config with ``to_dict()`` and an ``environment``
+    attribute (e.g. :class:`fcpo.alignment.experiment.AlignConfig`); the environment (versions,
+    git commit) is recorded in it unless already set.
 
     The folder is filled under a hidden staging name and renamed into place, so a
     run folder either exists complete or not at all.
@@ -434,7 +438,7 @@ def create_run(parent: str | Path, name: str, config: RunConfig, record_environm
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700
         if record_environment and config.environment is None:
             config.environment = environment_info()
-        config.to_yaml(staging / CONFIG)
+        atomic_write(staging / CONFIG, yaml.safe_dump(config.to_dict(), sort_keys=False))
         if run_dir.exists():
             raise FileExistsError(f"run folder {run_dir} appeared meanwhile; choose another name")
         os.rename(staging, run_dir)
