@@ -22,17 +22,18 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from fcpo import runs
-from fcpo.alignment.data import PreferenceData, next_item_samples, with_candidates
-from fcpo.alignment.sprec import SPRecConfig, run_sprec
-from fcpo.alignment.trainer import TrainConfig, train_preference, train_sft
-from fcpo.data import EpisodeSplit, fcpo_split, load_dataset
-from fcpo.evaluate.candidates import evaluate_candidates
-from fcpo.policies.base import Policy
+from fcpo.alignment.config import TrainConfig
+
+# torch, the trainers, the data and the policies load on first use (fcpo-align --help stays fast)
+if TYPE_CHECKING:
+    from fcpo.alignment.data import PreferenceData
+    from fcpo.data import EpisodeSplit
+    from fcpo.policies.base import Policy
 
 METHODS = ("sft", "dpo", "sdpo", "sprec")
 BACKBONES = ("item", "lm")
@@ -156,6 +157,11 @@ def build_policy(config: AlignConfig, data) -> Policy:
 
 def prepare(config: AlignConfig) -> Context:
     """Load the data, split it, build the samples and the (untrained) policy."""
+    import torch
+
+    from fcpo.alignment.data import next_item_samples, with_candidates
+    from fcpo.data import fcpo_split, load_dataset
+
     runs.set_threads(config.threads)
     data = load_dataset(config.dataset, config.data_dir)
     split = fcpo_split(data, n_initial=config.n_initial, threshold=config.threshold, train_ratio=config.train_ratio)
@@ -169,8 +175,10 @@ def prepare(config: AlignConfig) -> Context:
     return Context(config, data, split, train, test, build_policy(config, data))
 
 
-def evaluate(ctx: Context, policy: Policy) -> dict:
+def evaluate(ctx: Context, policy) -> dict:
     """Both candidate protocols ("sdpo-candidates", "sprec-topk") on ``ctx.test``, as JSON values."""
+    from fcpo.evaluate.candidates import evaluate_candidates
+
     return runs.jsonable(evaluate_candidates(policy, ctx.test, ctx.split, ctx.data.item_titles, ctx.data.item_genres,
                                              ks=ctx.config.ks))
 
@@ -181,6 +189,9 @@ def _stage_config(base: TrainConfig, seed: int) -> TrainConfig:
 
 def run_sft(ctx: Context, log=None) -> dict:
     """Train ``ctx.policy`` by SFT (the LM sees the S-DPO candidate prompt); returns timing."""
+    from fcpo.alignment.data import with_candidates
+    from fcpo.alignment.trainer import train_sft
+
     cfg = ctx.config
     data = ctx.train
     if cfg.backbone == "lm":
@@ -190,12 +201,16 @@ def run_sft(ctx: Context, log=None) -> dict:
     return {"sft_seconds": time.perf_counter() - t0, "sft_samples": len(data)}
 
 
-def run_method(ctx: Context, policy: Policy, method: str, negatives: int | None = None, log=None,
+def run_method(ctx: Context, policy, method: str, negatives: int | None = None, log=None,
                evaluate_iterations: bool = True, initial_eval: dict | None = None) -> dict:
     """Align the SFT ``policy`` in place with ``method`` (sft | dpo | sdpo | sprec); returns its records.
 
     SPRec evaluates after every iteration (``evaluate_iterations``); ``initial_eval`` (the SFT
     model's evaluation, if already computed) is reused for iteration 0."""
+    from fcpo.alignment.data import with_candidates
+    from fcpo.alignment.sprec import SPRecConfig, run_sprec
+    from fcpo.alignment.trainer import train_preference
+
     cfg = ctx.config
     t0 = time.perf_counter()
     out: dict = {"method": method}
@@ -330,6 +345,8 @@ def resume(run_dir: str | Path, progress: bool = False) -> dict:
 
 
 def _execute(folder: Path, config: AlignConfig, progress: bool) -> dict:
+    import torch
+
     t0 = time.perf_counter()
     ctx = prepare(config)
     ckpt_path = folder / runs.CHECKPOINT
