@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from fcpo.cli.common import add_data_flags, add_threads_flag, quiet_interrupt, run_cli
+from fcpo.cli.common import Parser, add_data_flags, add_threads_flag, quiet_interrupt, run_cli
 
 PROG = "fcpo-align"
 STAGES = (("sft", "SFT"), ("pref", "DPO/S-DPO"), ("sprec-sft", "SPRec SFT"), ("sprec-dpo", "SPRec DPO"))
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     from fcpo.alignment.experiment import BACKBONES, METHODS, AlignConfig
 
     d = AlignConfig()
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=_Formatter)
+    p = Parser(prog=PROG, description=__doc__, formatter_class=_Formatter)
     p.add_argument("--method", choices=METHODS, default=d.method, help="alignment after SFT (sft: SFT only)")
     p.add_argument("--backbone", choices=BACKBONES, default=d.backbone,
                    help="item: GRU item-softmax; lm: a causal language model over item titles")

@@ -19,13 +19,13 @@ import sys
 import time
 from pathlib import Path
 
-from fcpo.cli.common import CLIError, add_data_flags, quiet_interrupt, run_cli
+from fcpo.cli.common import CLIError, Parser, add_data_flags, quiet_interrupt, run_cli
 
 PROG = "fcpo-bench"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_flags(p, default="ml-100k")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
     p.add_argument("--alphas", type=float, nargs="+", default=[1.0, 0.8, 0.4], help="FCPO α' values")

@@ -4,6 +4,7 @@ Nothing here imports torch or the agents at module level, so ``--help`` answers 
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import sys
 from typing import Callable, NoReturn
@@ -13,6 +14,13 @@ from fcpo.data.sources import DATASETS
 
 class CLIError(Exception):
     """A user-facing error: printed as ``<prog>: error: <message>``, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (no usage block), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def resolve_device(name: str):
@@ -38,8 +46,6 @@ def add_data_flags(p, default: str | None = None) -> None:
 
 
 def _positive_int(text: str) -> int:
-    import argparse
-
     try:
         value = int(text)
     except ValueError:
@@ -87,9 +93,14 @@ def run_cli(prog: str, main: Callable, args) -> int:
 
 @contextlib.contextmanager
 def quiet_interrupt(prog: str):
-    """Ctrl-C anywhere (imports, data loading) ends the tool with one line and exit status 130."""
+    """Ctrl-C during start-up or work ends the tool with one line and exit status 130 (no traceback)."""
     try:
         yield
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    except BrokenPipeError:  # output piped into e.g. `head`, which has exited
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0) from None

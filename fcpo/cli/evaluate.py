@@ -10,13 +10,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from fcpo.cli.common import CLIError, add_data_flags, add_threads_flag, quiet_interrupt, resolve_device, run_cli
+from fcpo.cli.common import (CLIError, Parser, add_data_flags, add_threads_flag, quiet_interrupt, resolve_device,
+                             run_cli)
 
 PROG = "fcpo-eval"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", nargs="?", help="a run folder written by fcpo-train")
     p.add_argument("--split", choices=("test", "train"), default="test", help="which users' targets (default test)")
     p.add_argument("--protocol", choices=("rollout", "ranking"), default="rollout",

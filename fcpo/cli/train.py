@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fcpo.cli.common import (CLIError, add_data_flags, add_threads_flag, parse_key_values, quiet_interrupt,
+from fcpo.cli.common import (CLIError, Parser, add_data_flags, add_threads_flag, parse_key_values, quiet_interrupt,
                              resolve_device, run_cli)
 
 PROG = "fcpo-train"
@@ -23,7 +23,7 @@ RESUME_FORBIDS = ("alpha", "agent", "seed", "config", "name", "run_dir", "env", 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--agent", default=None,
                    help="registered agent name (default fcpo; e.g. fcpo, trpo, ppo-lagrangian, wolpertinger, tpgr, "
                         "ialp); an unknown name lists them all")
@@ -67,6 +67,9 @@ def config_from_args(args):
     """Defaults < ``--config`` file < flags, as a resolved :class:`fcpo.runs.RunConfig`."""
     from fcpo.runs import RunConfig, resolve
 
+    for flag in ("iterations", "threads"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise CLIError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     config = RunConfig.from_yaml(args.config) if args.config else RunConfig()
     config.environment = None
     for key in ("agent", "seed", "iterations", "device", "threads"):
