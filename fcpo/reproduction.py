@@ -178,6 +178,47 @@ def dispatch(jobs: list[dict], workers: int = 2, address: str | None = None, use
         return out
 
 
+def run_grid(spec: GridSpec, jobs_dir=None, **dispatch_options) -> list[dict]:
+    """Every job of ``spec`` through :func:`dispatch`; trained jobs keep run folders under ``jobs_dir`` if given."""
+    from pathlib import Path
+
+    jobs = spec.jobs()
+    if jobs_dir is not None:
+        for job in jobs:
+            job["run_dir"] = str((Path(jobs_dir) / job_name(job)).resolve())
+    return dispatch(jobs, **dispatch_options)
+
+
+def write_report(spec: GridSpec, results: list[dict], out) -> tuple[dict, str]:
+    """``<dataset>.json`` (rows, long-term rows, checks, environment, raw results), ``<dataset>.md`` and
+    the three plots into ``out``; returns the JSON payload and the Markdown text."""
+    from pathlib import Path
+
+    from fcpo.runs import atomic_write, environment_info, write_json
+
+    out = Path(out)
+    label_ = "ml-1m (reconstructed)" if spec.dataset == "ml-1m" else spec.dataset
+    rows = aggregate(results, spec.slate_size, spec.eval_steps)
+    long_rows = long_term_rows(results)
+    checks_ = checks(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(rows, label_, spec.eval_steps, spec.slate_size)
+    lt = "\n".join(f"- {r['method']}: max popular share {100 * r['max_share']:.1f} %, mean {100 * r['mean_share']:.1f} %, "
+                   f"{r['steps_above_alpha']}/{r['steps']} steps above α'={r['alpha']:g}" for r in long_rows)
+    ck = "\n".join(f"- [{'x' if c['holds'] else ' '}] {c['check']}: {c['value']:.2f} vs {c['bound']:.2f}"
+                   for c in checks_)
+    text = table + ("\n\nLong-term fairness (dynamic groups):\n" + lt if lt else "") + \
+        ("\n\nChecks:\n" + ck if ck else "")
+    payload = {"spec": dict(spec.__dict__), "dataset_label": label_, "rows": rows, "long_term": long_rows,
+               "checks": checks_, "environment": environment_info(), "results": results, "out": str(out)}
+    write_json(out / f"{spec.dataset}.json", payload)
+    atomic_write(out / f"{spec.dataset}.md", text + "\n")
+    plot_tradeoff(rows, str(out / f"{spec.dataset}_tradeoff.png"), f"accuracy vs popular share · {label_}")
+    plot_lorenz(results, str(out / f"{spec.dataset}_lorenz.png"), f"item exposure · {label_}")
+    plot_long_term(long_rows, str(out / f"{spec.dataset}_long_term.png"), f"long-term popular share · {label_}")
+    return payload, text
+
+
 def label(job: dict) -> str:
     if job["method"] in ("fcpo", "fair-mf") + LAGRANGIAN_ROWS:
         return f"{job['method']} a'={job['alpha']:g}" + (" (dynamic)" if job.get("long_term") else "")

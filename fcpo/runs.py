@@ -372,6 +372,13 @@ def _resolve_env_options(env_id: str, options: dict) -> dict:
             raise ValueError(str(exc)) from None
         resolved.pop("mode")
         return resolved
+    if env_id == "fcpo/MovieLensSim-v0":  # checked here; its defaults stay the env's
+        from fcpo.envs.simulator import SimEnvConfig
+
+        try:
+            SimEnvConfig.from_kwargs(**{**options, "mode": "train"})
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
     return dict(options)
 
 

@@ -50,9 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run(args) -> dict:
+def spec_from_args(args):
+    """Flags -> :class:`fcpo.reproduction.GridSpec` (``--quick``: one seed, 3 iterations, short rollouts)."""
     from fcpo import reproduction as rp
-    from fcpo.runs import atomic_write, write_json
 
     spec = rp.GridSpec(dataset=args.dataset, data_dir=args.data_dir, seeds=tuple(args.seeds), alphas=tuple(args.alphas),
                        iterations=args.iterations, long_term_alpha=None if args.no_long_term else 0.4,
@@ -60,48 +60,33 @@ def run(args) -> dict:
     if args.methods:
         unknown = set(args.methods) - set(rp.RL_METHODS) - set(rp.RANKER_METHODS)
         if unknown:
-            raise CLIError(f"--methods: unknown {sorted(unknown)}")
+            raise CLIError(f"--methods: unknown {sorted(unknown)}; choose from "
+                           f"{' '.join(rp.RL_METHODS + rp.RANKER_METHODS)}")
         spec.methods = tuple(args.methods)
     if args.quick:
         spec.seeds, spec.iterations, spec.horizon, spec.eval_steps, spec.long_term_steps = spec.seeds[:1], 3, 4, 4, 6
-    for a in spec.alphas:
+    for a in spec.alphas + spec.ppo_alphas:
         if not 0 < a <= 1:
-            raise CLIError(f"--alphas: {a} is outside (0, 1]")
+            raise CLIError(f"--alphas/--lagrangian-alphas: {a} is outside (0, 1]")
+    if args.iterations < 1:
+        raise CLIError(f"--iterations must be >= 1, got {args.iterations}")
+    return spec
+
+
+def run(args) -> dict:
+    from fcpo import reproduction as rp
+
+    spec = spec_from_args(args)
     out = Path(args.out) if args.out else Path("runs") / f"bench-{spec.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     keep_runs = args.job_runs == "yes" and args.address is None  # a remote cluster may not share this disk
     if keep_runs and (out / "jobs").exists():
         raise CLIError(f"--out {out}: it holds job runs of an earlier grid ({out / 'jobs'}); choose another --out "
                        "or --job-runs no")
-    jobs = spec.jobs()
-    if keep_runs:
-        for job in jobs:
-            job["run_dir"] = str((out / "jobs" / rp.job_name(job)).resolve())
-    use_ray = {"auto": None, "yes": True, "no": False}[args.ray]
-    results = rp.dispatch(jobs, workers=args.workers, address=args.address, use_ray=use_ray,
-                          progress=not args.no_progress)
-    label = "ml-1m (reconstructed)" if spec.dataset == "ml-1m" else spec.dataset
-    rows = rp.aggregate(results, spec.slate_size, spec.eval_steps)
-    long_rows = rp.long_term_rows(results)
-    checks = rp.checks(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    table = rp.markdown_table(rows, label, spec.eval_steps, spec.slate_size)
-    lt = "\n".join(f"- {r['method']}: max popular share {100 * r['max_share']:.1f} %, mean {100 * r['mean_share']:.1f} %, "
-                   f"{r['steps_above_alpha']}/{r['steps']} steps above α'={r['alpha']:g}" for r in long_rows)
-    ck = "\n".join(f"- [{'x' if c['holds'] else ' '}] {c['check']}: {c['value']:.2f} vs {c['bound']:.2f}" for c in checks)
-    text = table + ("\n\nLong-term fairness (dynamic groups):\n" + lt if lt else "") + ("\n\nChecks:\n" + ck if ck else "")
-    from fcpo.runs import environment_info
-
-    payload = {"spec": {k: v for k, v in spec.__dict__.items()}, "dataset_label": label, "rows": rows,
-               "long_term": long_rows, "checks": checks, "environment": environment_info(),
-               "results": results}
-    write_json(out / f"{spec.dataset}.json", payload)
-    atomic_write(out / f"{spec.dataset}.md", text + "\n")
-    rp.plot_tradeoff(rows, str(out / f"{spec.dataset}_tradeoff.png"), f"accuracy vs popular share · {label}")
-    rp.plot_lorenz(results, str(out / f"{spec.dataset}_lorenz.png"), f"item exposure · {label}")
-    rp.plot_long_term(long_rows, str(out / f"{spec.dataset}_long_term.png"), f"long-term popular share · {label}")
+    results = rp.run_grid(spec, out / "jobs" if keep_runs else None, workers=args.workers, address=args.address,
+                          use_ray={"auto": None, "yes": True, "no": False}[args.ray], progress=not args.no_progress)
+    payload, text = rp.write_report(spec, results, out)
     print(text)
     print(f"{PROG}: wrote {out}/{spec.dataset}.{{json,md}} and plots", file=sys.stderr)
-    payload["out"] = str(out)
     return payload
 
 
