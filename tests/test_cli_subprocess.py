@@ -108,6 +108,7 @@ def test_train_then_eval_then_resume_in_fresh_processes(tmp_path):
     # resume to 3 iterations
     proc = cli("fcpo-train", "--resume", str(run), "--iterations", "3", "--no-progress", "--no-eval", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert "at iteration 2 of 3 on cpu, 1 thread(s)" in proc.stderr  # the stored --threads is used again
     assert [json.loads(x)["iteration"] for x in (run / "log.jsonl").read_text().splitlines()] == [0, 1, 2]
     assert yaml.safe_load((run / "config.yaml").read_text())["iterations"] == 3
     # too few iterations: refused, nothing rewritten

@@ -130,21 +130,20 @@ def _resume(args) -> int:
     from fcpo import runs
 
     run_dir = Path(args.resume)
-    config = runs.load_config(run_dir)
-    if args.threads is not None:
-        config.threads = args.threads
-    runs.set_threads(config.threads)
-    device = resolve_device(args.device or config.device)
+    stored = runs.load_config(run_dir)
+    threads = args.threads if args.threads is not None else stored.threads
+    runs.set_threads(threads)
+    device = resolve_device(args.device or stored.device)
     config, agent, start, records = runs.open_run(run_dir, device, require_checkpoint=False)
+    config.threads = threads
     total = args.iterations if args.iterations is not None else config.iterations
     if total <= start:
         raise CLIError(f"--iterations {total}: {run_dir} already holds {start} iteration(s); "
                        f"give a larger total to continue it")
-    if args.threads is not None:
-        config.threads = args.threads
     config.iterations = total
     config.to_yaml(run_dir / runs.CONFIG)
-    print(f"{PROG}: resuming {run_dir} at iteration {start} of {total}", file=sys.stderr)
+    print(f"{PROG}: resuming {run_dir} at iteration {start} of {total} on {device}, {config.threads} thread(s)",
+          file=sys.stderr)
     return _train(args, config, agent, run_dir, start, records, device)
 
 
