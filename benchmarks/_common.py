@@ -5,7 +5,6 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -48,14 +47,10 @@ def machine() -> dict:
 
 def write_json(path: str | Path, payload: dict) -> Path:
     """Write ``payload`` (plus machine facts) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from fcpo.runs import atomic_write
+
     payload = {"machine": machine(), **payload}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=2, default=float)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, json.dumps(payload, indent=2, default=float))
 
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:

@@ -11,7 +11,7 @@ DivRatio / ORRatio / MGU per SPRec iteration (``..._sprec.png``).
         --max-train-users 48 --max-test-users 48
     python benchmarks/alignment.py --smoke            # seconds: synthetic data, both backbones, tiny settings
 
-Protocols and metrics: see ``fcpo.cli.align`` (S-DPO's HR@1/ValidRatio over 20 candidates;
+Protocols and metrics: see ``fcpo.evaluate.candidates`` (S-DPO's HR@1/ValidRatio over 20 candidates;
 SPRec's NDCG/HR/DivRatio/ORRatio/MGU over top-K lists from the whole catalogue).
 """
 from __future__ import annotations
@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from fcpo.alignment import TrainConfig
-from fcpo.cli.align import AlignConfig, RunLog, _jsonable, atomic_write, evaluate, prepare, run_method, run_sft
+from fcpo.alignment.experiment import AlignConfig, evaluate, prepare, run_method, run_sft
+from fcpo.runs import append_jsonl, atomic_write, jsonable, save_figure
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results" / "benchmarks"
@@ -161,7 +162,7 @@ def plot(result: dict, path: Path, k: int = 10) -> bool:
     cfg = result["config"]
     fig.suptitle(f"SPRec on {cfg['dataset']} ({cfg['backbone']} backbone)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return True
 
@@ -170,7 +171,7 @@ def write(result: dict, out: Path, stem: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     result["environment"] = {"python": platform.python_version(), "torch": torch.__version__,
                              "threads": torch.get_num_threads(), "machine": platform.machine()}
-    atomic_write(out / f"{stem}.json", json.dumps(_jsonable(result), indent=2))
+    atomic_write(out / f"{stem}.json", json.dumps(jsonable(result), indent=2))
     md = table(result)
     atomic_write(out / f"{stem}.md", md + "\n")
     files = {"json": str(out / f"{stem}.json"), "table": str(out / f"{stem}.md")}
@@ -243,11 +244,9 @@ def main(argv=None) -> int:
         return 0
     config = item_config(args) if args.backbone == "item" else lm_config(args)
     stem = f"alignment_{args.dataset}_{args.backbone}"
-    log = RunLog(Path(args.log) if args.log else None)
-    try:
-        result = run_benchmark(config, args.methods, log=log, vanilla=args.vanilla)
-    finally:
-        log.close()
+    log_path = Path(args.log) if args.log else None
+    log = (lambda record: append_jsonl(log_path, record)) if log_path else None
+    result = run_benchmark(config, args.methods, log=log, vanilla=args.vanilla)
     result["command"] = "python benchmarks/alignment.py " + " ".join(sys.argv[1:] if argv is None else argv)
     files = write(result, out, stem)
     print(f"{args.dataset}, {args.backbone} backbone: {result['train_samples']} train samples, "

@@ -18,10 +18,11 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+
+from fcpo.runs import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,11 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     except (OSError, ValueError):
         merged = {}
     merged[f"{args.dataset}/{args.method}"] = entry
-    fd, tmp = tempfile.mkstemp(prefix=".embeddings_quality-", suffix=".json", dir=out.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(merged, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, out)
+    atomic_write(out, json.dumps(merged, indent=2, sort_keys=True) + "\n")
     print(f"wrote {out}")
     return entry
 

@@ -81,43 +81,67 @@ class GridSpec:
         return jobs
 
 
-def run_job(job: dict) -> dict:
-    """Train (RL methods) and evaluate one grid cell; a top-level function so processes and Ray can run it."""
-    import torch
+def job_name(job: dict) -> str:
+    """A folder name for one grid cell, e.g. ``fcpo-a0.4-s0`` or ``fcpo-a0.4-s0-dynamic``."""
+    return (f"{job['method']}-a{job['alpha']:g}-s{job['seed']}" + ("-dynamic" if job.get("long_term") else ""))
 
-    from fcpo.agents.base import AGENTS, load_agent_modules, make_agent
+
+def job_config(job: dict):
+    """The :class:`fcpo.runs.RunConfig` of one grid cell (rankers use only its ``env``)."""
+    from fcpo.runs import DEFAULT_ENV_ID, RunConfig
+
+    env = {"id": DEFAULT_ENV_ID, "dataset": job["dataset"], "data_dir": job["data_dir"],
+           "slate_size": job["slate_size"], "horizon": job["horizon"], "grouping": job.get("grouping", "static")}
+    overrides = dict(job.get("overrides", {}).get(job["method"], {}))
+    return RunConfig(agent=job["method"], seed=job["seed"], iterations=job["iterations"], device="cpu",
+                     threads=int(os.environ.get("FCPO_JOB_THREADS", "1")), env=env,
+                     agent_config={"alpha_prime": job["alpha"], **overrides})
+
+
+def run_job(job: dict) -> dict:
+    """Train (RL methods) and evaluate one grid cell; a top-level function so processes and Ray can run it.
+
+    RL methods train through :func:`fcpo.runs.train_loop` into the run folder ``job["run_dir"]``
+    (log, checkpoint, TensorBoard, metrics.json) or, without one, into a temporary folder.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from fcpo import runs
     from fcpo.data.groups import popular_mask
-    from fcpo.envs.config import FairEnvConfig
-    from fcpo.evaluate import evaluate
     from fcpo.metrics import lorenz_curve
     from fcpo.policies.rankers import make_ranker
 
-    torch.set_num_threads(int(os.environ.get("FCPO_JOB_THREADS", "1")))
+    config = job_config(job)
+    runs.set_threads(config.threads)
     t0 = time.perf_counter()
-    grouping = job.get("grouping", "static")
-    env_cfg = FairEnvConfig(dataset=job["dataset"], data_dir=job["data_dir"], slate_size=job["slate_size"],
-                            horizon=job["horizon"], grouping=grouping)
-    history = []
-    if job["method"] in RL_METHODS:
-        load_agent_modules()
-        spec = AGENTS[job["method"]]
-        overrides = {k: v for k, v in job.get("overrides", {}).get(job["method"], {}).items()}
-        cfg = spec.config_cls(alpha_prime=job["alpha"], **overrides)
-        agent = make_agent(job["method"], cfg, env_cfg, "cpu", job["seed"])
-        for it in range(job["iterations"]):
-            stats = agent.train_iteration(it)
-            history.append({k: v for k, v in stats.items() if isinstance(v, (int, float, str))})
-        policy = agent.policy
-    else:
-        data = env_cfg.load()
-        policy = make_ranker(job["method"], data, job["alpha"], popular_mask(data.train_counts, env_cfg.popular_ratio),
-                             seed=job["seed"])
-    train_s = time.perf_counter() - t0
-    report = evaluate(policy, env_cfg, protocol="rollout", steps=job["eval_steps"], grouping=grouping)
-    # exposure of the first-slate ranking for Lorenz curves
-    ranking = evaluate(policy, env_cfg, protocol="ranking")
-    x, y = lorenz_curve(np.asarray(report.pop("exposure_counts")))
-    ranking.pop("exposure_counts", None)
+    history: list[dict] = []
+    run_dir = None
+    with tempfile.TemporaryDirectory(prefix="fcpo-job-") as scratch:
+        if job["method"] in RL_METHODS:
+            config = runs.resolve(config)
+            agent = runs.build_agent(config, "cpu")
+            parent, name = (Path(job["run_dir"]).parent, Path(job["run_dir"]).name) if job.get("run_dir") else \
+                (Path(scratch), job_name(job))
+            run_dir = runs.create_run(parent, name, config)
+            history = runs.train_loop(agent, run_dir, 0, config.iterations, progress=False, desc=job_name(job))
+            policy = agent.policy
+        else:
+            env_cfg = runs.env_config_of(config)  # MERGE: rankers read the data through the EnvSpec
+            data = env_cfg.load()
+            policy = make_ranker(job["method"], data, job["alpha"], popular_mask(data.train_counts,
+                                                                                 env_cfg.popular_ratio),
+                                 seed=job["seed"])
+        train_s = time.perf_counter() - t0
+        report = runs.evaluate_policy(policy, config, protocol="rollout", steps=job["eval_steps"],
+                                      grouping=config.env["grouping"])
+        ranking = runs.evaluate_policy(policy, config, protocol="ranking")  # first-slate exposure: Lorenz curves
+        x, y = lorenz_curve(np.asarray(report.pop("exposure_counts")))
+        ranking.pop("exposure_counts", None)
+        if run_dir is not None and job.get("run_dir"):
+            runs.write_json(run_dir / runs.METRICS, {"agent": config.agent, "iterations": config.iterations,
+                                                      "train": history[-1] if history else {}, "test": report,
+                                                      "ranking": ranking})
     idx = np.linspace(0, len(x) - 1, 101).astype(int)
     return {"job": job, "train_seconds": train_s, "eval": report, "ranking": ranking, "history": history,
             "lorenz": {"x": x[idx].tolist(), "y": y[idx].tolist()}}
@@ -152,6 +176,47 @@ def dispatch(jobs: list[dict], workers: int = 2, address: str | None = None, use
         for f in tqdm(futures, desc="grid (processes)", disable=not progress):
             out.append(f.result())
         return out
+
+
+def run_grid(spec: GridSpec, jobs_dir=None, **dispatch_options) -> list[dict]:
+    """Every job of ``spec`` through :func:`dispatch`; trained jobs keep run folders under ``jobs_dir`` if given."""
+    from pathlib import Path
+
+    jobs = spec.jobs()
+    if jobs_dir is not None:
+        for job in jobs:
+            job["run_dir"] = str((Path(jobs_dir) / job_name(job)).resolve())
+    return dispatch(jobs, **dispatch_options)
+
+
+def write_report(spec: GridSpec, results: list[dict], out) -> tuple[dict, str]:
+    """``<dataset>.json`` (rows, long-term rows, checks, environment, raw results), ``<dataset>.md`` and
+    the three plots into ``out``; returns the JSON payload and the Markdown text."""
+    from pathlib import Path
+
+    from fcpo.runs import atomic_write, environment_info, write_json
+
+    out = Path(out)
+    label_ = "ml-1m (reconstructed)" if spec.dataset == "ml-1m" else spec.dataset
+    rows = aggregate(results, spec.slate_size, spec.eval_steps)
+    long_rows = long_term_rows(results)
+    checks_ = checks(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(rows, label_, spec.eval_steps, spec.slate_size)
+    lt = "\n".join(f"- {r['method']}: max popular share {100 * r['max_share']:.1f} %, mean {100 * r['mean_share']:.1f} %, "
+                   f"{r['steps_above_alpha']}/{r['steps']} steps above α'={r['alpha']:g}" for r in long_rows)
+    ck = "\n".join(f"- [{'x' if c['holds'] else ' '}] {c['check']}: {c['value']:.2f} vs {c['bound']:.2f}"
+                   for c in checks_)
+    text = table + ("\n\nLong-term fairness (dynamic groups):\n" + lt if lt else "") + \
+        ("\n\nChecks:\n" + ck if ck else "")
+    payload = {"spec": dict(spec.__dict__), "dataset_label": label_, "rows": rows, "long_term": long_rows,
+               "checks": checks_, "environment": environment_info(), "results": results, "out": str(out)}
+    write_json(out / f"{spec.dataset}.json", payload)
+    atomic_write(out / f"{spec.dataset}.md", text + "\n")
+    plot_tradeoff(rows, str(out / f"{spec.dataset}_tradeoff.png"), f"accuracy vs popular share · {label_}")
+    plot_lorenz(results, str(out / f"{spec.dataset}_lorenz.png"), f"item exposure · {label_}")
+    plot_long_term(long_rows, str(out / f"{spec.dataset}_long_term.png"), f"long-term popular share · {label_}")
+    return payload, text
 
 
 def label(job: dict) -> str:
@@ -238,12 +303,9 @@ def markdown_table(rows: list[dict], dataset_label: str, steps: int = 10, k: int
 
 
 def _savefig(fig, path):
-    import tempfile
+    from fcpo.runs import save_figure
 
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def plot_tradeoff(rows: list[dict], path: str, title: str) -> None:

@@ -1,113 +1,137 @@
-"""Run folders: ``runs/<name>/`` with the resolved config, logs, checkpoints, metrics and plots.
+"""Run folders: ``runs/<name>/`` with the resolved config, log, checkpoint, metrics and plots.
 
-Everything written here is atomic (temp file in the same folder + ``os.replace``),
-so an interrupted run never leaves a half-written file; checkpoints hold only
-tensors and plain Python values and load with ``torch.load(weights_only=True)``.
+One run = one :class:`RunConfig` (``config.yaml``), created by :func:`create_run`
+(never over an existing folder), trained by :func:`train_loop` (used by
+``fcpo-train`` and by every ``fcpo-bench`` job) and reopened by :func:`open_run`
+(``fcpo-train --resume``, ``fcpo-eval``).
+
+Files: ``config.yaml``, ``log.jsonl`` (one record per iteration),
+``checkpoint.pt`` (the last finished iteration), ``tensorboard/``,
+``metrics.json``, ``training_curves.png``.  Every file is written through
+:func:`atomic_output` (temp file in the same folder + ``os.replace``) and gets
+the permissions the user's umask gives a new file; an interrupted run never
+leaves a half-written file.  The log record of an iteration is written
+*before* the checkpoint that includes it, and a resumed run drops the log
+records the checkpoint does not cover.  Checkpoints hold only tensors and plain
+values and load with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import platform
+import shutil
 import subprocess
+import sys
 import tempfile
-from dataclasses import asdict, fields
+import time
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable, Iterator
 
-import torch
 import yaml
 
 CONFIG = "config.yaml"
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
 METRICS = "metrics.json"
+DEFAULT_ENV_ID = "fcpo/MovieLensFair-v0"  # = fcpo.envs.contract.DEFAULT_ENV_ID (not imported: keeps --help fast)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+# ------------------------------------------------------------------ atomic files
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success it replaces ``path`` with the usual permissions.
+
+    ``with atomic_output(p) as tmp: torch.save(obj, tmp)``.  On an exception the
+    temp file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would give
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write(path: str | Path, data: str | bytes) -> Path:
+    """Write text (UTF-8) or bytes to ``path`` atomically (fsync'ed before the rename)."""
+    payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return Path(path)
 
 
-def write_json(path: Path, payload) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(x):
-    if hasattr(x, "tolist"):
-        return x.tolist()
+def jsonable(x):
+    """Plain JSON values: NumPy arrays/scalars to lists/numbers, NaN/inf to ``None``, keys to str."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if hasattr(x, "tolist"):  # numpy / torch arrays and scalars
+        return jsonable(x.tolist())
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if x is None or isinstance(x, (bool, int, str)):
+        return x
     return str(x)
 
 
-def save_checkpoint(path: Path, payload: dict) -> None:
+def write_json(path: str | Path, payload) -> Path:
+    return atomic_write(path, json.dumps(jsonable(payload), indent=2) + "\n")
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> None:
     """``torch.save`` to a temp file, then rename over the old checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
+    import torch
+
+    with atomic_output(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
-def load_checkpoint(path: Path, device="cpu") -> dict:
+def load_checkpoint(path: str | Path, device="cpu") -> dict:
+    import torch
+
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint (was the run started?)")
     return torch.load(path, map_location=device, weights_only=True)
 
 
-def environment_info() -> dict:
-    """Package versions and the git commit of the fcpo source, if it is a checkout."""
-    import gymnasium
-    import numpy
-
-    import fcpo
-
-    info = {"python": platform.python_version(), "platform": platform.platform(), "fcpo": fcpo.__version__,
-            "torch": str(torch.__version__), "numpy": str(numpy.__version__), "gymnasium": str(gymnasium.__version__),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    try:
-        src = Path(fcpo.__file__).resolve().parents[1]
-        info["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True,
-                                            check=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        info["git_commit"] = None
-    return info
+def save_figure(fig, path: str | Path, **kwargs) -> Path:
+    """``fig.savefig`` atomically (the format is taken from ``path``'s suffix)."""
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **kwargs)
+    return path
 
 
-def dataclass_from_dict(cls, values: dict, where: str):
-    """Build dataclass ``cls`` from ``values``; unknown keys raise an error naming ``where``."""
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
-    return cls(**values)
-
-
-def append_jsonl(path: Path, record: dict) -> None:
+def append_jsonl(path: str | Path, record: dict) -> None:
     with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record, default=_json_default) + "\n")
+        fh.write(json.dumps(jsonable(record)) + "\n")
         fh.flush()
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: str | Path) -> list[dict]:
+    path = Path(path)
     if not path.is_file():
         return []
     out = []
@@ -120,26 +144,418 @@ def read_jsonl(path: Path) -> list[dict]:
     return out
 
 
-def truncate_jsonl(path: Path, last_iteration: int) -> list[dict]:
-    """Keep the records up to ``last_iteration`` (those a checkpoint covers); rewrite atomically."""
-    records = [r for r in read_jsonl(path) if r.get("iteration", -1) <= last_iteration]
-    atomic_write_text(path, "".join(json.dumps(r, default=_json_default) + "\n" for r in records))
+def truncate_log(path: str | Path, stop: int) -> list[dict]:
+    """Keep the records of iterations ``< stop`` (those the checkpoint covers); rewrite only if needed."""
+    records = read_jsonl(path)
+    kept = [r for r in records if r.get("iteration", -1) < stop]
+    if len(kept) != len(records):
+        atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+
+def environment_info() -> dict:
+    """Package versions and the git commit of the fcpo source, if it is a checkout."""
+    import gymnasium
+    import numpy
+    import torch
+
+    import fcpo
+
+    info = {"python": platform.python_version(), "platform": platform.platform(), "fcpo": fcpo.__version__,
+            "torch": str(torch.__version__), "numpy": str(numpy.__version__), "gymnasium": str(gymnasium.__version__),
+            "cpu_count": os.cpu_count(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    try:
+        src = Path(fcpo.__file__).resolve().parents[1]
+        info["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True,
+                                            check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        info["git_commit"] = None
+    return info
+
+
+# ------------------------------------------------------------------ run config
+def default_threads(env: dict | None = None, cpu_count: int | None = None) -> int:
+    """Torch CPU threads when none are given: 1 on a machine with <= 2 cores or for a small problem
+    (``synthetic`` or ``ml-100k`` data, where thread hand-offs cost more than they save); else
+    half the cores, at most 8."""
+    cpus = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
+    dataset = (env or {}).get("dataset", "ml-1m")
+    if cpus <= 2 or dataset in ("synthetic", "ml-100k"):
+        return 1
+    return max(1, min(8, cpus // 2))
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run needs; stored as the run's ``config.yaml``.
+
+    ``env`` is an :class:`fcpo.envs.EnvSpec` as a dict: ``{id: fcpo/MovieLensFair-v0, dataset: ..., ...}``;
+    ``agent_config`` holds the agent's hyper-parameters (its config dataclass's fields).
+    """
+
+    agent: str = "fcpo"
+    seed: int = 0
+    iterations: int = 100
+    device: str = "auto"
+    threads: int | None = None
+    env: dict = field(default_factory=lambda: {"id": DEFAULT_ENV_ID})
+    agent_config: dict = field(default_factory=dict)
+    environment: dict | None = None  # versions and git commit, recorded by create_run
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self, where: str = "run config") -> None:
+        """Types and ranges of every key; the error names ``where`` and the key."""
+        def bad(key, expected):
+            raise ValueError(f"{where}: key {key!r}: expected {expected}, got {getattr(self, key)!r}")
+
+        if not isinstance(self.agent, str) or not self.agent:
+            bad("agent", "an agent name")
+        for key in ("seed", "iterations"):
+            if not isinstance(getattr(self, key), int) or isinstance(getattr(self, key), bool):
+                bad(key, "an integer")
+        if self.iterations < 1:
+            bad("iterations", "an integer >= 1")
+        if not isinstance(self.device, str):
+            bad("device", "auto, cpu, cuda or cuda:N")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            bad("threads", "an integer >= 1 or null")
+        if not isinstance(self.env, dict):
+            bad("env", "a mapping {id: ..., <options>}")
+        self.env = {"id": self.env.get("id") or DEFAULT_ENV_ID, **{k: v for k, v in self.env.items() if k != "id"}}
+        if not isinstance(self.agent_config, dict):
+            bad("agent_config", "a mapping of hyper-parameters")
+        if self.environment is not None and not isinstance(self.environment, dict):
+            bad("environment", "a mapping")
+
+    @property
+    def env_id(self) -> str:
+        return self.env["id"]
+
+    @property
+    def env_options(self) -> dict:
+        return {k: v for k, v in self.env.items() if k != "id"}
+
+    def env_spec(self):
+        """The :class:`fcpo.envs.EnvSpec` of this run."""
+        from fcpo.envs.contract import EnvSpec
+
+        return EnvSpec.from_dict(self.env)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if d["environment"] is None:
+            del d["environment"]
+        return d
+
+    @classmethod
+    def from_dict(cls, values, where: str = "run config") -> "RunConfig":
+        if not isinstance(values, dict):
+            raise ValueError(f"{where}: expected a mapping at the top level, got {type(values).__name__}")
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(names) - {"created"})
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {names}")
+        try:
+            values = {k: v for k, v in values.items() if k in names}
+            for key in ("env", "agent_config"):
+                if values.get(key) is None and key in values:
+                    values[key] = {}
+            cfg = cls.__new__(cls)
+            for f in fields(cls):
+                default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+                setattr(cfg, f.name, values.get(f.name, default))
+        except TypeError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        cfg.validate(where)
+        return cfg
+
+    def to_yaml(self, path: str | Path) -> Path:
+        return atomic_write(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def to_yaml_text(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "RunConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        try:
+            values = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML ({exc})") from None
+        return cls.from_dict(values or {}, where=str(path))
+
+
+def load_config(run_dir: str | Path) -> RunConfig:
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not an fcpo run folder (no {CONFIG})")
+    return RunConfig.from_yaml(path)
+
+
+# ------------------------------------------------------------------ agents
+def _agent_registry():
+    from fcpo.agents.base import AGENTS, load_agent_modules
+
+    load_agent_modules()  # MERGE: the registry loads itself after the agents merge; drop this call
+    return AGENTS
+
+
+def agent_names() -> list[str]:
+    return sorted(_agent_registry())
+
+
+def agent_config_class(agent: str) -> type:
+    registry = _agent_registry()
+    if agent not in registry:
+        raise ValueError(f"unknown agent {agent!r}; choose one of {', '.join(sorted(registry))}")
+    return registry[agent].config_cls
+
+
+def agent_fields(agent: str) -> list[dict]:
+    """Hyper-parameters of ``agent``: ``[{name, type, default, help}]``."""
+    cls = agent_config_class(agent)
+    try:
+        from fcpo.agents.base import config_fields
+    except ImportError:  # MERGE: config_fields arrives with the agents merge; drop this fallback then
+        config_fields = None
+    if config_fields is not None:
+        return config_fields(cls)
+    from dataclasses import MISSING
+
+    out = []
+    for f in fields(cls):
+        default = f.default if f.default is not MISSING else (
+            f.default_factory() if f.default_factory is not MISSING else None)  # type: ignore[misc]
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        out.append({"name": f.name, "type": kind, "default": default, "help": f.metadata.get("help", "")})
+    return out
+
+
+def resolve(config: RunConfig) -> RunConfig:
+    """Fill in every default and check every option (agent and env) before anything is built or written.
+
+    The returned config lists all hyper-parameters and env options explicitly, so that
+    ``config.yaml`` reproduces the run even if a default changes later.
+    """
+    cls = agent_config_class(config.agent)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(config.agent_config) - names)
+    if unknown:
+        raise ValueError(f"unknown agent hyper-parameter(s) {unknown} for agent {config.agent!r}; "
+                         f"valid: {sorted(names)}")
+    try:
+        agent_cfg = cls(**config.agent_config)
+    except TypeError as exc:
+        raise ValueError(f"agent {config.agent!r}: {exc}") from None
+    env = {"id": config.env_id, **_resolve_env_options(config.env_id, config.env_options)}
+    return RunConfig(agent=config.agent, seed=config.seed, iterations=config.iterations, device=config.device,
+                     threads=config.threads if config.threads is not None else default_threads(env),
+                     env=env, agent_config=asdict(agent_cfg), environment=config.environment)
+
+
+def _resolve_env_options(env_id: str, options: dict) -> dict:
+    from fcpo.envs.contract import EnvSpec
+
+    EnvSpec(env_id, options)  # the id must be registered with a vector entry point
+    if options.get("data_dir") is not None:
+        options = {**options, "data_dir": str(Path(options["data_dir"]).expanduser().resolve())}
+    if env_id == DEFAULT_ENV_ID:
+        from fcpo.envs.config import FairEnvConfig
+
+        try:
+            resolved = asdict(FairEnvConfig.from_kwargs(**{**options, "mode": "train"}))
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+        resolved.pop("mode")
+        return resolved
+    if env_id == "fcpo/MovieLensSim-v0":  # checked here; its defaults stay the env's
+        from fcpo.envs.simulator import SimEnvConfig
+
+        try:
+            SimEnvConfig.from_kwargs(**{**options, "mode": "train"})
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+    return dict(options)
+
+
+def env_config_of(config: RunConfig, mode: str = "train"):
+    """The env options as the agents and the evaluator of this version take them.
+
+    MERGE: after the agents/evaluator merge, agents and ``evaluate`` take ``config.env_spec()``
+    (an EnvSpec) directly; this function then goes and its two callers pass the spec.
+    """
+    if config.env_id != DEFAULT_ENV_ID:
+        raise ValueError(f"env {config.env_id!r}: the agents of this version train on {DEFAULT_ENV_ID} only")
+    from fcpo.envs.config import FairEnvConfig
+
+    try:
+        return FairEnvConfig.from_kwargs(**{**config.env_options, "mode": mode})
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def build_agent(config: RunConfig, device):
+    """The untrained agent of ``config`` on ``device``: the one place where runs construct agents."""
+    from fcpo.agents.base import make_agent
+
+    cls = agent_config_class(config.agent)
+    try:
+        agent_cfg = cls(**config.agent_config)
+        return make_agent(config.agent, agent_cfg, env_config_of(config), device, config.seed)
+    except TypeError as exc:
+        raise ValueError(f"agent {config.agent!r}: {exc}") from None
+
+
+def evaluate_policy(policy, config: RunConfig, **kwargs) -> dict:
+    """``fcpo.evaluate.evaluate`` on the run's env: the one place where runs evaluate."""
+    from fcpo.evaluate import evaluate
+
+    return evaluate(policy, env_config_of(config), **kwargs)  # MERGE: evaluate(policy, config.env_spec(), ...)
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+# ------------------------------------------------------------------ run folders
+def create_run(parent: str | Path, name: str, config, record_environment: bool = True) -> Path:
+    """Create ``parent/name`` holding ``config.yaml``; refuses an existing folder.
+
+    ``config`` is a :class:`RunConfig` or any config with ``to_dict()`` and an ``environment``
+    attribute (e.g. :class:`fcpo.alignment.experiment.AlignConfig`); the environment (versions,
+    git commit) is recorded in it unless already set.
+
+    The folder is filled under a hidden staging name and renamed into place, so a
+    run folder either exists complete or not at all.
+    """
+    parent = Path(parent)
+    run_dir = parent / name
+    if run_dir.exists():
+        raise FileExistsError(f"run folder {run_dir} exists; choose another name, or continue it (--resume)")
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=parent))
+    try:
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700
+        if record_environment and config.environment is None:
+            config.environment = environment_info()
+        atomic_write(staging / CONFIG, yaml.safe_dump(config.to_dict(), sort_keys=False))
+        if run_dir.exists():
+            raise FileExistsError(f"run folder {run_dir} appeared meanwhile; choose another name")
+        os.rename(staging, run_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return run_dir
+
+
+def default_run_name(config: RunConfig) -> str:
+    alpha = config.agent_config.get("alpha_prime")
+    dataset = config.env.get("dataset", config.env_id.split("/")[-1])
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{config.agent}-{dataset}" + (f"-a{alpha:g}" if alpha is not None else "") + f"-s{config.seed}-{stamp}"
+
+
+def open_run(run_dir: str | Path, device="cpu", require_checkpoint: bool = True):
+    """Reopen a run: ``(config, agent, next_iteration, records)``.
+
+    The agent holds the checkpoint's state; ``records`` are the log records the
+    checkpoint covers (nothing is rewritten here).  Without a checkpoint the run
+    is refused unless ``require_checkpoint=False`` (then a fresh agent, iteration 0).
+    """
+    run_dir = Path(run_dir)
+    config = load_config(run_dir)
+    agent = build_agent(config, device)
+    path = run_dir / CHECKPOINT
+    if path.is_file() or require_checkpoint:
+        ckpt = load_checkpoint(path, device)
+        agent.load_state_dict(ckpt["agent"])
+        next_iteration = int(ckpt["iteration"]) + 1
+    else:
+        next_iteration = 0
+    records = [r for r in read_jsonl(run_dir / LOG) if r.get("iteration", -1) < next_iteration]
+    return config, agent, next_iteration, records
+
+
+class RunInterrupted(Exception):
+    """Ctrl-C inside :func:`train_loop`; the checkpoint of ``last_done`` (or none, -1) is kept."""
+
+    def __init__(self, run_dir: Path, last_done: int):
+        super().__init__(f"interrupted; {run_dir} holds iterations 0..{last_done}")
+        self.run_dir = run_dir
+        self.last_done = last_done
+
+
+def _scalars(stats: dict) -> dict:
+    return {k: float(v) for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _tensorboard_scalars(record: dict) -> dict:
+    out = {k: v for k, v in _scalars(record).items() if k != "iteration"}
+    if "cpo_case" in record:
+        from fcpo.solvers import CPO_CASES
+
+        out["cpo_case_index"] = float(list(CPO_CASES).index(record["cpo_case"])) if record["cpo_case"] in CPO_CASES \
+            else -1.0
+    return out
+
+
+def train_loop(agent, run_dir: str | Path, start: int, stop: int, progress: bool = True,
+               on_record: Callable[[dict], None] | None = None, tensorboard: bool = True,
+               desc: str = "train") -> list[dict]:
+    """Iterations ``start .. stop - 1`` of ``agent``; returns the log records of these iterations.
+
+    Per iteration: ``agent.train_iteration(it)``, one record appended to ``log.jsonl``,
+    then ``checkpoint.pt`` (so the checkpoint never covers an unlogged iteration), TensorBoard
+    scalars ``train/<key>`` and the progress bar.  Records already in the log at or beyond
+    ``start`` (written after the checkpoint being resumed) are dropped first.  Ctrl-C
+    raises :class:`RunInterrupted` with the last checkpointed iteration.
+    """
+    from tqdm import tqdm
+
+    run_dir = Path(run_dir)
+    truncate_log(run_dir / LOG, start)
+    writer = None
+    if tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start)
+    bar = tqdm(range(start, stop), initial=start, total=stop, desc=desc, disable=not progress, dynamic_ncols=True,
+               file=sys.stderr)
+    records: list[dict] = []
+    last_done = start - 1
+    try:
+        for it in bar:
+            t0 = time.perf_counter()
+            stats = agent.train_iteration(it)
+            record = {"iteration": it, "seconds": time.perf_counter() - t0, **_scalars(stats),
+                      **{k: v for k, v in stats.items() if isinstance(v, str)}}
+            append_jsonl(run_dir / LOG, record)
+            save_checkpoint(run_dir / CHECKPOINT, {"iteration": it, "agent": agent.state_dict()})
+            last_done = it
+            records.append(record)
+            if writer is not None:
+                for key, value in _tensorboard_scalars(record).items():
+                    writer.add_scalar(f"train/{key}", value, it)
+            bar.set_postfix({k: f"{record[k]:.3g}" for k in ("reward", "cost", "cost_limit", "kl") if k in record})
+            if on_record is not None:
+                on_record(record)
+    except KeyboardInterrupt:
+        raise RunInterrupted(run_dir, last_done) from None
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
     return records
 
 
-def save_config(run_dir: Path, config: dict) -> None:
-    atomic_write_text(run_dir / CONFIG, yaml.safe_dump(config, sort_keys=False))
-
-
-def load_config(run_dir: Path) -> dict:
-    path = run_dir / CONFIG
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not an fcpo run folder (no {CONFIG})")
-    with open(path) as fh:
-        return yaml.safe_load(fh)
-
-
-def plot_training(run_dir: Path, records: list[dict]) -> Path | None:
+def plot_training(run_dir: str | Path, records: list[dict]) -> Path | None:
     """PNG of the training reward and cost per episode, with the cost limit line."""
     if not records:
         return None
@@ -158,14 +574,17 @@ def plot_training(run_dir: Path, records: list[dict]) -> Path | None:
     ax2.set(xlabel="iteration", ylabel="cost per episode", title="training cost")
     ax2.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    path = run_dir / "training_curves.png"
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".training_curves.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
+    path = save_figure(fig, Path(run_dir) / "training_curves.png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
-def as_dict(dc) -> dict:
-    return asdict(dc)
+def finish_run(run_dir: str | Path, config: RunConfig, agent, records: list[dict], protocol: str | None = "rollout",
+               device="cpu") -> dict:
+    """``metrics.json`` (last training record, and the test evaluation unless ``protocol`` is None) and the plot."""
+    metrics = {"agent": config.agent, "iterations": config.iterations, "train": records[-1] if records else {}}
+    if protocol is not None:
+        metrics["test"] = evaluate_policy(agent.policy, config, protocol=protocol, device=device)
+    write_json(Path(run_dir) / METRICS, metrics)
+    plot_training(run_dir, records)
+    return metrics

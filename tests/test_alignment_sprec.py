@@ -198,7 +198,8 @@ def test_fcpo_align_cli_writes_a_repeatable_run_folder(tmp_path, capsys):
 
     import yaml
 
-    from fcpo.cli.align import config_from_dict, main
+    from fcpo.alignment.experiment import config_from_dict
+    from fcpo.cli.align import main
 
     argv = ["--method", "sprec", "--dataset", "synthetic", "--iterations", "1", "--sprec-negatives", "sample",
             "--sft-epochs", "1", "--sft-lr", "0.01", "--pref-epochs", "0.5", "--max-test-users", "50", "--dim", "16",

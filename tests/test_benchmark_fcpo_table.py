@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _run(dataset: str, data_dir: Path, seeds=("0", "1", "2")) -> dict:
     out = REPO / "results" / "fcpo_table"
     assert bench.main(["--dataset", dataset, "--data-dir", str(data_dir), "--seeds", *seeds, "--out", str(out),
-                       "--no-progress"]) == 0
+                       "--job-runs", "no", "--no-progress"]) == 0  # exit 0: every check of the table holds
     return json.loads((out / f"{dataset}.json").read_text())
 
 

@@ -134,3 +134,20 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_exits_cleanly(tmp_path, monkeypatc
     assert train_cli.main(["--resume", str(tmp_path / "cc"), "--iterations", "3", "--no-eval", "--no-progress"]) == 0
     log = [json.loads(x) for x in (tmp_path / "cc" / "log.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in log] == [0, 1, 2]
+
+
+def test_env_options_and_threads_are_stored_and_threads_reused_on_resume(tmp_path):
+    assert _run(tmp_path, "--iterations", "1", "--name", "opts", "--no-eval", "--env-option", "popular_ratio=0.1",
+                "--env-option", "regroup-every=2", "--threads", "1") == 0
+    cfg = yaml.safe_load((tmp_path / "opts" / "config.yaml").read_text())
+    assert cfg["env"]["id"] == "fcpo/MovieLensFair-v0" and cfg["env"]["popular_ratio"] == 0.1
+    assert cfg["env"]["regroup_every"] == 2 and cfg["threads"] == 1
+    assert train_cli.main(["--resume", str(tmp_path / "opts"), "--iterations", "2", "--threads", "2", "--no-eval",
+                           "--no-progress"]) == 0
+    assert torch.get_num_threads() == 2
+    cfg = yaml.safe_load((tmp_path / "opts" / "config.yaml").read_text())
+    assert cfg["threads"] == 2 and cfg["iterations"] == 2
+    torch.set_num_threads(1)
+    with pytest.raises(SystemExit) as exc:  # --env-option is a setting of the run: not allowed with --resume
+        train_cli.main(["--resume", str(tmp_path / "opts"), "--iterations", "3", "--env-option", "horizon=2"])
+    assert exc.value.code == 2

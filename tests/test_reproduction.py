@@ -11,9 +11,20 @@ from fcpo.cli import bench
 
 def test_quick_bench_writes_table_json_and_plots(tmp_path):
     out = tmp_path / "bench"
-    assert bench.main(["--dataset", "synthetic", "--quick", "--out", str(out), "--workers", "1", "--ray", "no",
-                       "--no-progress", "--methods", "fcpo", "popularity", "fair-mf", "--alphas", "1.0", "0.4"]) == 0
+    code = bench.main(["--dataset", "synthetic", "--quick", "--out", str(out), "--workers", "1", "--ray", "no",
+                       "--no-progress", "--methods", "fcpo", "popularity", "fair-mf", "--alphas", "1.0", "0.4"])
     payload = json.loads((out / "synthetic.json").read_text())
+    assert code == (1 if any(not c["holds"] for c in payload["checks"]) else 0)  # a failed check fails the command
+    # every trained job is a run folder written by fcpo.runs.train_loop (log, checkpoint, metrics)
+    jobs = sorted(p.name for p in (out / "jobs").iterdir())
+    assert jobs == ["fcpo-a0.4-s0", "fcpo-a0.4-s0-dynamic", "fcpo-a1-s0"]
+    job = out / "jobs" / "fcpo-a0.4-s0"
+    assert [json.loads(x)["iteration"] for x in (job / "log.jsonl").read_text().splitlines()] == [0, 1, 2]
+    assert (job / "checkpoint.pt").is_file() and (job / "config.yaml").is_file()
+    saved = json.loads((job / "metrics.json").read_text())["test"]["metrics"]
+    row = next(r for r in payload["results"] if r["job"]["method"] == "fcpo" and r["job"]["alpha"] == 0.4
+               and not r["job"].get("long_term"))
+    assert saved == row["eval"]["metrics"]
     methods = {r["method"] for r in payload["rows"]}
     assert {"fcpo a'=1", "fcpo a'=0.4", "popularity", "fair-mf a'=0.4"} <= methods
     assert payload["long_term"] and len(payload["long_term"][0]["per_step"]) == 6

@@ -3,30 +3,37 @@
 Losses are free functions of log-probabilities (:mod:`fcpo.alignment.losses`); the data
 module builds next-item samples, S-DPO candidate lists and negatives; the trainer runs SFT,
 DPO and S-DPO for any :class:`fcpo.policies.base.Policy`; :mod:`fcpo.alignment.sprec` runs
-the SPRec self-play loop.
-"""
-from fcpo.alignment.data import (
-    PreferenceData,
-    candidate_lists,
-    next_item_samples,
-    sample_negatives,
-    seen_items,
-    with_candidates,
-)
-from fcpo.alignment.losses import dpo_loss, implicit_rewards, sdpo_loss, sft_nll
-from fcpo.alignment.sprec import SPRecConfig, run_sprec, self_play_negatives
-from fcpo.alignment.trainer import (
-    TrainConfig,
-    history_state,
-    item_log_probs,
-    reference_log_probs,
-    train_preference,
-    train_sft,
-)
+the SPRec self-play loop; :mod:`fcpo.alignment.experiment` is one whole experiment (SFT, then
+a method, evaluated, in a run folder), what ``fcpo-align`` runs.
 
-__all__ = [
-    "sft_nll", "dpo_loss", "sdpo_loss", "implicit_rewards",
-    "PreferenceData", "next_item_samples", "seen_items", "candidate_lists", "sample_negatives", "with_candidates",
-    "TrainConfig", "history_state", "item_log_probs", "reference_log_probs", "train_sft", "train_preference",
-    "SPRecConfig", "run_sprec", "self_play_negatives",
-]
+Names are imported on first use (PEP 562), so ``from fcpo.alignment import TrainConfig``
+does not load torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "fcpo.alignment.losses": ("sft_nll", "dpo_loss", "sdpo_loss", "implicit_rewards"),
+    "fcpo.alignment.data": ("PreferenceData", "next_item_samples", "seen_items", "candidate_lists",
+                            "sample_negatives", "with_candidates"),
+    "fcpo.alignment.config": ("TrainConfig",),
+    "fcpo.alignment.trainer": ("history_state", "item_log_probs", "reference_log_probs", "train_sft",
+                               "train_preference"),
+    "fcpo.alignment.sprec": ("SPRecConfig", "run_sprec", "self_play_negatives"),
+    "fcpo.alignment.experiment": ("AlignConfig", "run", "resume", "prepare", "run_sft", "run_method", "evaluate"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'fcpo.alignment' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

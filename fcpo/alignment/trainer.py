@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
+from fcpo.alignment.config import TrainConfig
 from fcpo.alignment.data import PreferenceData
 from fcpo.alignment.losses import dpo_loss, sdpo_loss, sft_nll
 from fcpo.policies.base import Policy, SlateState
@@ -30,31 +30,6 @@ __all__ = ["TrainConfig", "history_state", "item_log_probs", "train_sft", "train
            "reference_log_probs"]
 
 StateFn = Callable[[PreferenceData, np.ndarray], SlateState]
-
-
-@dataclass
-class TrainConfig:
-    """One training stage.  ``normalize`` (None = the policy's ``default_normalize``) chooses whether
-    log-probabilities of samples with candidate lists are normalised over the list; DPO and S-DPO
-    are invariant to that normaliser, SFT is not."""
-
-    epochs: float = 1.0
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    beta: float = 1.0
-    grad_clip: float | None = 1.0
-    max_steps: int | None = None
-    normalize: bool | None = None
-    eval_batch_size: int = 1024
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.epochs <= 0 or self.batch_size < 1 or self.lr <= 0 or self.beta <= 0:
-            raise ValueError(f"TrainConfig needs epochs > 0, batch_size >= 1, lr > 0 and beta > 0; got {self}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def history_state(data: PreferenceData, idx: np.ndarray, device: torch.device | str = "cpu") -> SlateState:

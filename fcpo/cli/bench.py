@@ -4,6 +4,11 @@
     fcpo-bench --dataset synthetic --quick                             # seconds: the pipeline check
     fcpo-bench --address ray://head:10001 ...                          # scale out on a Ray cluster
 
+Writes ``runs/bench-<dataset>-<time>/`` (or ``--out``): ``<dataset>.json`` / ``.md``, the plots, and
+one run folder per trained job under ``jobs/`` (config, log, checkpoint, TensorBoard; ``--job-runs no``
+trains them in temporary folders).  Exits with
+status 1 when one of the table's checks fails (``--allow-failed-checks``: report them, exit 0).
+
 The grid runs through Ray when it is installed (``pip install fcpo[dist]``),
 else one process per job (``--workers``).
 """
@@ -11,16 +16,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
-from fcpo.cli.common import CLIError, add_data_flags, fail
+from fcpo.cli.common import CLIError, Parser, add_data_flags, quiet_interrupt, run_cli
 
 PROG = "fcpo-bench"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_data_flags(p, required_default="ml-100k")
+    p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_flags(p, default="ml-100k")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
     p.add_argument("--alphas", type=float, nargs="+", default=[1.0, 0.8, 0.4], help="FCPO α' values")
     p.add_argument("--iterations", type=int, default=60, help="training iterations per RL run (default 60)")
@@ -34,14 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray", choices=("auto", "yes", "no"), default="auto", help="use Ray (default: when installed)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: a local ray.init())")
     p.add_argument("--quick", action="store_true", help="one seed, few iterations, short rollouts (pipeline check)")
-    p.add_argument("--out", default="results/fcpo_table", help="output folder for JSON, Markdown and PNGs")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", default=None,
+                   help="output folder for JSON, Markdown and PNGs (default runs/bench-<dataset>-<time>)")
+    p.add_argument("--job-runs", choices=("yes", "no"), default="yes",
+                   help="keep one run folder per trained job under OUT/jobs/ (default yes; no: temporary folders)")
+    p.add_argument("--allow-failed-checks", action="store_true",
+                   help="exit 0 even when a check of the table fails (they are still reported)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
-def run(args) -> dict:
+def spec_from_args(args):
+    """Flags -> :class:`fcpo.reproduction.GridSpec` (``--quick``: one seed, 3 iterations, short rollouts)."""
     from fcpo import reproduction as rp
-    from fcpo.runs import atomic_write_text, write_json
 
     spec = rp.GridSpec(dataset=args.dataset, data_dir=args.data_dir, seeds=tuple(args.seeds), alphas=tuple(args.alphas),
                        iterations=args.iterations, long_term_alpha=None if args.no_long_term else 0.4,
@@ -49,49 +60,49 @@ def run(args) -> dict:
     if args.methods:
         unknown = set(args.methods) - set(rp.RL_METHODS) - set(rp.RANKER_METHODS)
         if unknown:
-            raise CLIError(f"--methods: unknown {sorted(unknown)}")
+            raise CLIError(f"--methods: unknown {sorted(unknown)}; choose from "
+                           f"{' '.join(rp.RL_METHODS + rp.RANKER_METHODS)}")
         spec.methods = tuple(args.methods)
     if args.quick:
         spec.seeds, spec.iterations, spec.horizon, spec.eval_steps, spec.long_term_steps = spec.seeds[:1], 3, 4, 4, 6
-    for a in spec.alphas:
+    for a in spec.alphas + spec.ppo_alphas:
         if not 0 < a <= 1:
-            raise CLIError(f"--alphas: {a} is outside (0, 1]")
-    use_ray = {"auto": None, "yes": True, "no": False}[args.ray]
-    results = rp.dispatch(spec.jobs(), workers=args.workers, address=args.address, use_ray=use_ray,
-                          progress=not args.no_progress)
-    label = "ml-1m (reconstructed)" if spec.dataset == "ml-1m" else spec.dataset
-    rows = rp.aggregate(results, spec.slate_size, spec.eval_steps)
-    long_rows = rp.long_term_rows(results)
-    checks = rp.checks(rows)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table = rp.markdown_table(rows, label, spec.eval_steps, spec.slate_size)
-    lt = "\n".join(f"- {r['method']}: max popular share {100 * r['max_share']:.1f} %, mean {100 * r['mean_share']:.1f} %, "
-                   f"{r['steps_above_alpha']}/{r['steps']} steps above α'={r['alpha']:g}" for r in long_rows)
-    ck = "\n".join(f"- [{'x' if c['holds'] else ' '}] {c['check']}: {c['value']:.2f} vs {c['bound']:.2f}" for c in checks)
-    text = table + ("\n\nLong-term fairness (dynamic groups):\n" + lt if lt else "") + ("\n\nChecks:\n" + ck if ck else "")
-    from fcpo.runs import environment_info
+            raise CLIError(f"--alphas/--lagrangian-alphas: {a} is outside (0, 1]")
+    if args.iterations < 1:
+        raise CLIError(f"--iterations must be >= 1, got {args.iterations}")
+    return spec
 
-    payload = {"spec": {k: v for k, v in spec.__dict__.items()}, "dataset_label": label, "rows": rows,
-               "long_term": long_rows, "checks": checks, "environment": environment_info(),
-               "results": results}
-    write_json(out / f"{spec.dataset}.json", payload)
-    atomic_write_text(out / f"{spec.dataset}.md", text + "\n")
-    rp.plot_tradeoff(rows, str(out / f"{spec.dataset}_tradeoff.png"), f"accuracy vs popular share · {label}")
-    rp.plot_lorenz(results, str(out / f"{spec.dataset}_lorenz.png"), f"item exposure · {label}")
-    rp.plot_long_term(long_rows, str(out / f"{spec.dataset}_long_term.png"), f"long-term popular share · {label}")
+
+def run(args) -> dict:
+    from fcpo import reproduction as rp
+
+    spec = spec_from_args(args)
+    out = Path(args.out) if args.out else Path("runs") / f"bench-{spec.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    keep_runs = args.job_runs == "yes" and args.address is None  # a remote cluster may not share this disk
+    if keep_runs and (out / "jobs").exists():
+        raise CLIError(f"--out {out}: it holds job runs of an earlier grid ({out / 'jobs'}); choose another --out "
+                       "or --job-runs no")
+    results = rp.run_grid(spec, out / "jobs" if keep_runs else None, workers=args.workers, address=args.address,
+                          use_ray={"auto": None, "yes": True, "no": False}[args.ray], progress=not args.no_progress)
+    payload, text = rp.write_report(spec, results, out)
     print(text)
     print(f"{PROG}: wrote {out}/{spec.dataset}.{{json,md}} and plots", file=sys.stderr)
     return payload
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (CLIError, FileNotFoundError, ValueError) as exc:
-        fail(PROG, str(exc))
+def _main(args) -> int:
+    payload = run(args)
+    failed = [c["check"] for c in payload["checks"] if not c["holds"]]
+    if failed:
+        print(f"{PROG}: {len(failed)} check(s) failed: {'; '.join(failed)}", file=sys.stderr)
+        return 0 if args.allow_failed_checks else 1
     return 0
+
+
+def main(argv=None) -> int:
+    with quiet_interrupt(PROG):
+        args = build_parser().parse_args(argv)
+        return run_cli(PROG, _main, args)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from fcpo.cli.common import CLIError, add_data_flags, fail, resolve_device
+from fcpo.cli.common import (CLIError, Parser, add_data_flags, add_threads_flag, quiet_interrupt, resolve_device,
+                             run_cli)
 
 PROG = "fcpo-eval"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", nargs="?", help="a run folder written by fcpo-train")
     p.add_argument("--split", choices=("test", "train"), default="test", help="which users' targets (default test)")
     p.add_argument("--protocol", choices=("rollout", "ranking"), default="rollout",
@@ -36,51 +37,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slate-size", type=int, default=5, help="K for --baseline (default 5)")
     p.add_argument("--horizon", type=int, default=10, help="L for --baseline (default 10)")
     p.add_argument("--out", default=None, help="JSON path (default RUN_DIR/eval-<split>.json; required with --baseline)")
+    add_threads_flag(p)
     return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _main(args)
-    except (CLIError, FileNotFoundError, ValueError) as exc:
-        fail(PROG, str(exc))
+    with quiet_interrupt(PROG):
+        args = build_parser().parse_args(argv)
+        return run_cli(PROG, _main, args)
 
 
 def _main(args) -> int:
-    from fcpo.evaluate import evaluate, format_report
-    from fcpo.runs import write_json
+    from fcpo import runs
+    from fcpo.evaluate import format_report
 
-    device = resolve_device(args.device)
     if args.baseline:
         if args.run_dir:
             raise CLIError("give either RUN_DIR or --baseline, not both")
         if not args.out:
             raise CLIError("--baseline needs --out FILE.json")
         from fcpo.data.groups import popular_mask
-        from fcpo.envs.config import FairEnvConfig
         from fcpo.policies.rankers import make_ranker
 
-        env_cfg = FairEnvConfig(dataset=args.dataset or "ml-1m", data_dir=args.data_dir, slate_size=args.slate_size,
-                                horizon=args.horizon)
+        config = runs.resolve(runs.RunConfig(agent="fcpo", threads=args.threads, env={
+            "id": runs.DEFAULT_ENV_ID, "dataset": args.dataset or "ml-1m", "data_dir": args.data_dir,
+            "slate_size": args.slate_size, "horizon": args.horizon}))
+        runs.set_threads(config.threads)
+        device = resolve_device(args.device)
+        env_cfg = runs.env_config_of(config)  # MERGE: the ranker reads the data through the EnvSpec
         data = env_cfg.load()
         policy = make_ranker(args.baseline, data, args.alpha, popular_mask(data.train_counts, env_cfg.popular_ratio))
         out = Path(args.out)
     else:
         if not args.run_dir:
             raise CLIError("give a RUN_DIR (a folder written by fcpo-train) or --baseline NAME")
-        from fcpo.cli.train import _build_agent
-        from fcpo.runs import CHECKPOINT, load_checkpoint, load_config
-
         run_dir = Path(args.run_dir)
-        settings = load_config(run_dir)
-        agent, env_cfg = _build_agent(settings, device)
-        agent.load_state_dict(load_checkpoint(run_dir / CHECKPOINT, device)["agent"])
+        config = runs.load_config(run_dir)
+        runs.set_threads(args.threads or config.threads)
+        device = resolve_device(args.device)
+        config, agent, _, _ = runs.open_run(run_dir, device)
         policy = agent.policy
         out = Path(args.out) if args.out else run_dir / f"eval-{args.split}.json"
-    report = evaluate(policy, env_cfg, protocol=args.protocol, k=args.k, steps=args.steps, mode=args.mode,
-                      seeds=tuple(args.seeds), device=device, split=args.split, grouping=args.grouping)
-    write_json(out, report)
+    report = runs.evaluate_policy(policy, config, protocol=args.protocol, k=args.k, steps=args.steps, mode=args.mode,
+                                  seeds=tuple(args.seeds), device=device, split=args.split, grouping=args.grouping)
+    runs.write_json(out, report)
     print(format_report(report))
     print(f"{PROG}: wrote {out}", file=sys.stderr)
     return 0
