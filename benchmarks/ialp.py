@@ -36,14 +36,14 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import RESULTS, default_data_dir, markdown_table, write_json  # noqa: E402
 
 from fcpo.agents.ialp import IALPAgent, IALPConfig, build_oracle  # noqa: E402
-from fcpo.envs.config import FairEnvConfig  # noqa: E402
+from fcpo.envs.contract import EnvSpec  # noqa: E402
 from fcpo.envs.simulator import SIM_PRESETS  # noqa: E402
 
 METHODS = ("none", "iALP", "A-iALP_ft", "A-iALP_ap")
 REFERENCE = "MF prior"
 
 
-def _agent(method: str, cfg: IALPConfig, env_cfg: FairEnvConfig, seed: int, pretrained: dict) -> IALPAgent:
+def _agent(method: str, cfg: IALPConfig, env_cfg: EnvSpec, seed: int, pretrained: dict) -> IALPAgent:
     if method == "none":
         agent = IALPAgent(replace(cfg, pretrain_iterations=0), env_cfg, seed=seed, variant="ialp-ft")
     elif method == REFERENCE:
@@ -60,8 +60,8 @@ def _agent(method: str, cfg: IALPConfig, env_cfg: FairEnvConfig, seed: int, pret
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    env_cfg = FairEnvConfig(dataset=args.dataset, data_dir=args.data_dir, slate_size=args.slate_size,
-                            horizon=args.horizon, embedding_dim=args.embedding_dim)
+    env_cfg = EnvSpec(kwargs={"dataset": args.dataset, "data_dir": args.data_dir, "slate_size": args.slate_size,
+                              "horizon": args.horizon, "embedding_dim": args.embedding_dim})
     import yaml
 
     overrides = {}

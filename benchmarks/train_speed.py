@@ -44,9 +44,9 @@ def main(argv=None):
     import fcpo.agents.actor_critic as ac_mod
     import fcpo.agents.cpo as cpo_mod
     from fcpo.agents.base import make_agent
-    from fcpo.envs import FairEnvConfig
+    from fcpo.envs import EnvSpec
 
-    env_cfg = FairEnvConfig(dataset=args.dataset, data_dir=args.data_dir)
+    env_cfg = EnvSpec(kwargs={"dataset": args.dataset, "data_dir": args.data_dir})
     t0 = time.perf_counter()
     agent = make_agent("fcpo", cpo_mod.FCPOConfig(alpha_prime=args.alpha, actor_mode=args.actor_mode), env_cfg,
                        args.device, 0)

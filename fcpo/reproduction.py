@@ -108,9 +108,7 @@ def run_job(job: dict) -> dict:
     from pathlib import Path
 
     from fcpo import runs
-    from fcpo.data.groups import popular_mask
     from fcpo.metrics import lorenz_curve
-    from fcpo.policies.rankers import make_ranker
 
     config = job_config(job)
     runs.set_threads(config.threads)
@@ -127,11 +125,7 @@ def run_job(job: dict) -> dict:
             history = runs.train_loop(agent, run_dir, 0, config.iterations, progress=False, desc=job_name(job))
             policy = agent.policy
         else:
-            env_cfg = runs.env_config_of(config)  # MERGE: rankers read the data through the EnvSpec
-            data = env_cfg.load()
-            policy = make_ranker(job["method"], data, job["alpha"], popular_mask(data.train_counts,
-                                                                                 env_cfg.popular_ratio),
-                                 seed=job["seed"])
+            policy = runs.ranker_policy(job["method"], config, job["alpha"], seed=job["seed"])
         train_s = time.perf_counter() - t0
         report = runs.evaluate_policy(policy, config, protocol="rollout", steps=job["eval_steps"],
                                       grouping=config.env["grouping"])

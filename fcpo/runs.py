@@ -298,9 +298,8 @@ def load_config(run_dir: str | Path) -> RunConfig:
 
 # ------------------------------------------------------------------ agents
 def _agent_registry():
-    from fcpo.agents.base import AGENTS, load_agent_modules
+    from fcpo.agents.base import AGENTS
 
-    load_agent_modules()  # MERGE: the registry loads itself after the agents merge; drop this call
     return AGENTS
 
 
@@ -317,22 +316,9 @@ def agent_config_class(agent: str) -> type:
 
 def agent_fields(agent: str) -> list[dict]:
     """Hyper-parameters of ``agent``: ``[{name, type, default, help}]``."""
-    cls = agent_config_class(agent)
-    try:
-        from fcpo.agents.base import config_fields
-    except ImportError:  # MERGE: config_fields arrives with the agents merge; drop this fallback then
-        config_fields = None
-    if config_fields is not None:
-        return config_fields(cls)
-    from dataclasses import MISSING
+    from fcpo.agents.base import config_fields
 
-    out = []
-    for f in fields(cls):
-        default = f.default if f.default is not MISSING else (
-            f.default_factory() if f.default_factory is not MISSING else None)  # type: ignore[misc]
-        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        out.append({"name": f.name, "type": kind, "default": default, "help": f.metadata.get("help", "")})
-    return out
+    return config_fields(agent_config_class(agent))
 
 
 def resolve(config: RunConfig) -> RunConfig:
@@ -382,20 +368,15 @@ def _resolve_env_options(env_id: str, options: dict) -> dict:
     return dict(options)
 
 
-def env_config_of(config: RunConfig, mode: str = "train"):
-    """The env options as the agents and the evaluator of this version take them.
+def ranker_policy(name: str, config: RunConfig, alpha_prime: float = 1.0, seed: int = 0):
+    """A non-RL ranker (``popularity``, ``random``, ``mf``, ``fair-mf``) over the data of the run's env,
+    with G0 as the env defines it at the start of an episode."""
+    import numpy as np
 
-    MERGE: after the agents/evaluator merge, agents and ``evaluate`` take ``config.env_spec()``
-    (an EnvSpec) directly; this function then goes and its two callers pass the spec.
-    """
-    if config.env_id != DEFAULT_ENV_ID:
-        raise ValueError(f"env {config.env_id!r}: the agents of this version train on {DEFAULT_ENV_ID} only")
-    from fcpo.envs.config import FairEnvConfig
+    from fcpo.policies.rankers import make_ranker
 
-    try:
-        return FairEnvConfig.from_kwargs(**{**config.env_options, "mode": mode})
-    except TypeError as exc:
-        raise ValueError(str(exc)) from None
+    env = config.env_spec().make_vector(1, mode="train")
+    return make_ranker(name, env.env_data, alpha_prime, np.array(env.is_popular, dtype=bool), seed=seed)
 
 
 def build_agent(config: RunConfig, device):
@@ -405,7 +386,7 @@ def build_agent(config: RunConfig, device):
     cls = agent_config_class(config.agent)
     try:
         agent_cfg = cls(**config.agent_config)
-        return make_agent(config.agent, agent_cfg, env_config_of(config), device, config.seed)
+        return make_agent(config.agent, agent_cfg, config.env_spec(), device, config.seed)
     except TypeError as exc:
         raise ValueError(f"agent {config.agent!r}: {exc}") from None
 
@@ -414,7 +395,7 @@ def evaluate_policy(policy, config: RunConfig, **kwargs) -> dict:
     """``fcpo.evaluate.evaluate`` on the run's env: the one place where runs evaluate."""
     from fcpo.evaluate import evaluate
 
-    return evaluate(policy, env_config_of(config), **kwargs)  # MERGE: evaluate(policy, config.env_spec(), ...)
+    return evaluate(policy, config.env_spec(), **kwargs)
 
 
 def set_threads(threads: int | None) -> None:

@@ -56,17 +56,12 @@ def _main(args) -> int:
             raise CLIError("give either RUN_DIR or --baseline, not both")
         if not args.out:
             raise CLIError("--baseline needs --out FILE.json")
-        from fcpo.data.groups import popular_mask
-        from fcpo.policies.rankers import make_ranker
-
         config = runs.resolve(runs.RunConfig(agent="fcpo", threads=args.threads, env={
             "id": runs.DEFAULT_ENV_ID, "dataset": args.dataset or "ml-1m", "data_dir": args.data_dir,
             "slate_size": args.slate_size, "horizon": args.horizon}))
         runs.set_threads(config.threads)
         device = resolve_device(args.device)
-        env_cfg = runs.env_config_of(config)  # MERGE: the ranker reads the data through the EnvSpec
-        data = env_cfg.load()
-        policy = make_ranker(args.baseline, data, args.alpha, popular_mask(data.train_counts, env_cfg.popular_ratio))
+        policy = runs.ranker_policy(args.baseline, config, args.alpha)
         out = Path(args.out)
     else:
         if not args.run_dir:
