@@ -41,7 +41,7 @@ def test_hit_reward_cost_history_and_repeats():
     targets = _targets(env)
     hist0 = env.core.history[0].tolist()
     popular = env.grouping.is_popular
-    non_target = [i for i in np.flatnonzero(env.action_masks()) if i not in set(targets)]
+    non_target = [i for i in np.flatnonzero(env.item_mask()) if i not in set(targets)]
     slate = np.array([targets[0], non_target[0], targets[1], targets[0], non_target[1]])
     _, reward, term, trunc, info = env.step(slate)
     # two distinct held-out positives; the repeated target pays once
@@ -50,7 +50,7 @@ def test_hit_reward_cost_history_and_repeats():
     assert isinstance(info["cost"], float)
     # FIFO: the two hits enter the window in slate order
     assert info["history"].tolist() == hist0[2:] + [targets[0], targets[1]]
-    assert not env.action_masks()[slate].any()
+    assert not env.item_mask()[slate].any()
     _, reward, *_ = env.step(slate)  # everything already recommended: no reward
     assert reward == 0.0
     assert info["remaining_positives"] == len(targets) - 2
@@ -60,7 +60,7 @@ def test_terminates_when_positives_run_out_and_truncates_at_horizon():
     env = gym.make(ENV_ID, **KW, slate_size=2, horizon=50).unwrapped
     env.reset(seed=0, options={"user": 0})
     targets = list(_targets(env))
-    filler = [i for i in np.flatnonzero(env.action_masks()) if i not in set(targets)]
+    filler = [i for i in np.flatnonzero(env.item_mask()) if i not in set(targets)]
     pairs = [targets[i:i + 2] for i in range(0, len(targets), 2)]
     for j, pair in enumerate(pairs):
         pair = pair + filler[j:j + 1] if len(pair) == 1 else pair
@@ -103,7 +103,7 @@ def test_render_ansi_marks_hits_and_popular():
     env = gym.make(ENV_ID, **KW, render_mode="ansi").unwrapped
     env.reset(seed=0, options={"user": 1})
     t = _targets(env)
-    pop = np.flatnonzero(env.grouping.is_popular & env.action_masks() & ~np.isin(np.arange(env.core.n_items), t))
+    pop = np.flatnonzero(env.grouping.is_popular & env.item_mask() & ~np.isin(np.arange(env.core.n_items), t))
     env.step(np.array([t[0], pop[0], pop[1], pop[2], pop[3]]))
     text = env.render()
     assert text.splitlines()[1].startswith(" 1. [HIT]") and "[G0]" in text.splitlines()[2]
@@ -222,5 +222,5 @@ def test_bad_construction(kwargs, msg):
 
 
 def test_unknown_option_is_named():
-    with pytest.raises(TypeError, match="unknown MovieLensFair option"):
+    with pytest.raises(TypeError, match="got an unexpected keyword argument 'slate'"):
         MovieLensFairEnv(dataset="synthetic", slate=3)
