@@ -108,6 +108,8 @@ class SlateCore(ABC):
         self.t = np.zeros(e, dtype=np.int64)
         self.history = np.zeros((e, self.n_hist), dtype=np.int64)
         self.shown = np.zeros((e, self.n_items), dtype=bool)
+        self._obs = np.zeros((e, self.obs_dim), dtype=np.float32)
+        self._obs[:, :] = self._embed(np.arange(e))
         self._strict_lower = np.tri(self.k, k=-1, dtype=bool)
 
     @property
@@ -127,11 +129,17 @@ class SlateCore(ABC):
         self.history[idx] = self._initial[user_rows]
         self.shown[idx] = False
         self.shown[idx[:, None], self.history[idx]] = True
+        self._obs[idx] = self._embed(idx)
         self._reset_extra(idx, user_rows)
 
     def observe(self, idx: np.ndarray | None = None) -> np.ndarray:
-        """Observation rows (float32): [history embeddings (N*d) | user embedding (d) | t / T]."""
-        idx = np.arange(self.num_envs) if idx is None else np.asarray(idx, dtype=np.int64)
+        """Observation rows (float32): [history embeddings (N*d) | user embedding (d) | t / T].
+
+        Kept up to date by :meth:`reset_envs` and :meth:`step` (only rows whose history changed are
+        re-embedded), so reading it is one copy."""
+        return self._obs.copy() if idx is None else self._obs[np.asarray(idx, dtype=np.int64)]
+
+    def _embed(self, idx: np.ndarray) -> np.ndarray:
         obs = np.empty((len(idx), self.obs_dim), dtype=np.float32)
         nd = self.n_hist * self.dim
         obs[:, :nd] = self.data.item_embeddings[self.history[idx]].reshape(len(idx), nd)
@@ -162,11 +170,17 @@ class SlateCore(ABC):
         cost = self.grouping.is_popular[slates].sum(axis=1).astype(np.float64)
         self.grouping.record(slates)
         self.shown[e, slates] = True
-        # FIFO window: append hits in slate order, keep the last n_hist valid entries
-        merged = np.concatenate([self.history[idx], np.where(hits, slates, -1)], axis=1)
-        order = np.argsort(merged >= 0, axis=1, kind="stable")[:, -self.n_hist:]
-        self.history[idx] = np.take_along_axis(merged, order, axis=1)
+        # FIFO window: append hits in slate order, keep the last n_hist valid entries (rows with a hit only)
+        changed = np.flatnonzero(hits.any(axis=1))
+        if len(changed):
+            rows = idx[changed]
+            merged = np.concatenate([self.history[rows], np.where(hits[changed], slates[changed], -1)], axis=1)
+            order = np.argsort(merged >= 0, axis=1, kind="stable")[:, -self.n_hist:]
+            self.history[rows] = np.take_along_axis(merged, order, axis=1)
+            nd = self.n_hist * self.dim
+            self._obs[rows, :nd] = self.data.item_embeddings[self.history[rows]].reshape(len(rows), nd)
         self.t[idx] += 1
+        self._obs[idx, -1] = self.t[idx] / self.horizon
         t = self.t[idx]
         # as Gymnasium's TimeLimit: the step limit truncates even a terminal step; the horizon does not
         truncated = ((t >= self.horizon) & ~terminated) | (t >= self.time_limit) if self.time_limit < self.horizon \
