@@ -19,12 +19,14 @@ exactly as ``gymnasium.vector.SyncVectorEnv`` over the single env builds them):
 Autoreset of the batched env (``autoreset_mode``; Gymnasium 1.x semantics):
 
 * ``NEXT_STEP`` (default): the step after an episode ends resets that sub-env (its action is
-  ignored; reward 0, not terminated/truncated; only the after-reset info keys are set);
+  ignored; reward 0, not terminated/truncated; only the after-reset info keys are set for it, and
+  a step key is absent when no sub-env set it, as in ``SyncVectorEnv``);
 * ``SAME_STEP``: a sub-env that ends is reset in the same step; the returned observation is the
   new episode's, ``info["final_obs"]`` (object array) and ``info["final_info"]`` (the ending step's
   info, with its masks) hold the last ones, and the top-level step keys are unset for it;
 * ``DISABLED``: nothing restarts by itself (``reset(options={"reset_mask": ...})`` does).  A finished
-  sub-env is frozen: stepping it changes nothing, pays reward 0 and cost 0 (step keys unset), and it
+  sub-env is frozen: stepping it changes nothing, pays reward 0 and cost 0 (step keys present but
+  masked off, even when every sub-env is frozen, so ``info["cost"]`` always exists), and it
   keeps reporting the ``terminated``/``truncated`` flags of the step that ended it, so that
   ``terminated | truncated`` equals :meth:`VectorSlateEnv.episodes_done` after every step.
   (``SyncVectorEnv`` refuses to step a finished sub-env in this mode; fcpo agents step all users
@@ -355,7 +357,8 @@ class VectorSlateEnv(_SlateEnvCommon, VectorEnv):
                      "final_info": final_info, "_final_info": self._mask(finished)}
         info = self._masked(self.core.state_info(), np.ones(n, dtype=bool))
         info.update(final)
-        info.update(self._masked(step_info, stepped))
+        if stepped.any() or mode == AutoresetMode.DISABLED:  # as SyncVectorEnv: no key nobody reported
+            info.update(self._masked(step_info, stepped))
         return self.core.observe(), rewards, term, trunc, info
 
     # ------------------------------------------------------------------ contract
