@@ -56,7 +56,7 @@ def run(data_dir, steps: int, slate_sizes=(10, 1), names=DATASETS):
             env = MovieLensFairVectorEnv(cover_all_users=True, autoreset_mode="NextStep", dataset=name,
                                          data_dir=folder, slate_size=k, horizon=10**6)
             build_s = time.perf_counter() - t0
-            n_items, n = env.core.n_items, env.num_envs
+            n_items, n = env.n_items, env.num_envs
             t0 = time.perf_counter()
             env.reset(seed=0)
             reset_s = time.perf_counter() - t0

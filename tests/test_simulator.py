@@ -194,3 +194,24 @@ def test_single_and_vector_env_share_the_dynamics():
     obs_v, r_v, *_ = vec.step(np.stack([slate, slate]))
     np.testing.assert_array_equal(obs_s, obs_v[1])
     assert r_s == r_v[0] == 5.0
+
+
+def test_click_model_replaces_the_rating_logits_in_the_vector_env():
+    calls = []
+
+    def click_model(obs, history, slates):  # slot 0 always clicked, the others never
+        calls.append((obs.shape, history.shape, slates.shape))
+        logits = np.full(slates.shape, -50.0)
+        logits[:, 0] = 50.0
+        return logits
+
+    env = MovieLensSimVectorEnv(num_envs=3, autoreset_mode="Disabled", click_model=click_model, patience=0,
+                                drift_rate=0.0, drift_noise=0.0, **KW)
+    obs, _ = env.reset(seed=0)
+    slates = np.argsort(~env.item_mask(), axis=1, kind="stable")[:, :5]  # fresh items
+    _, reward, _, _, info = env.step(slates)
+    assert calls == [((3, 49), (3, 5), (3, 5))]
+    assert reward.tolist() == [1.0, 1.0, 1.0] and info["clicks"][:, 0].all() and not info["clicks"][:, 1:].any()
+    assert env.core.base is None  # no completed ratings are built when a click model answers
+    with pytest.raises(TypeError, match="click_model must be callable"):
+        MovieLensSimVectorEnv(num_envs=2, click_model=3, **KW)

@@ -361,6 +361,18 @@ class VectorSlateEnv(_SlateEnvCommon, VectorEnv):
             info.update(self._masked(step_info, stepped))
         return self.core.observe(), rewards, term, trunc, info
 
+    # ------------------------------------------------------------------ generators (checkpoints)
+    def rng_states(self) -> list[dict]:
+        """The bit-generator state of every sub-env's generator (plain dicts of str/int: checkpointable)."""
+        return [dict(g.bit_generator.state) for g in self._rngs]
+
+    def set_rng_states(self, states: list[dict]) -> None:
+        """Restore :meth:`rng_states` (e.g. when resuming a run)."""
+        if len(states) != self.num_envs:
+            raise ValueError(f"need {self.num_envs} generator states (one per sub-env), got {len(states)}")
+        for g, state in zip(self._rngs, states):
+            g.bit_generator.state = state
+
     # ------------------------------------------------------------------ contract
     def item_mask(self) -> np.ndarray:
         """Bool [num_envs, n_items]: True for items not yet recommended in each episode."""
