@@ -6,6 +6,8 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import fcpo  # noqa: F401  (registers the ids)
 from fcpo.envs import MovieLensFairEnv, MovieLensFairVectorEnv, SafetyStepWrapper
@@ -224,3 +226,49 @@ def test_bad_construction(kwargs, msg):
 def test_unknown_option_is_named():
     with pytest.raises(TypeError, match="got an unexpected keyword argument 'slate'"):
         MovieLensFairEnv(dataset="synthetic", slate=3)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**16), k=st.integers(1, 6), target_share=st.floats(0.0, 1.0))
+def test_vector_step_matches_a_per_user_reference(seed, k, target_share):
+    """Hits, rewards, FIFO history, shown mask and observation against a plain per-user loop."""
+    env = MovieLensFairVectorEnv(num_envs=6, autoreset_mode="Disabled", **KW, slate_size=k, horizon=4)
+    env.reset(seed=seed)
+    core, rng = env.core, np.random.default_rng(seed)
+    n_hist = env.n_history
+    history = [list(h) for h in env.history]
+    shown = [set(h) for h in env.history]
+    remaining = [set(core.split.targets("train").row(int(r))) for r in env.user_rows]
+    emb, uemb = env.env_data.item_embeddings, env.env_data.user_embeddings
+    done, steps = [False] * 6, [0] * 6
+    for t in range(4):
+        slates = rng.integers(0, env.n_items, (6, k))
+        for e in range(6):  # some slots hold targets (sometimes repeated) so that hits happen
+            pool = sorted(remaining[e])
+            for j in range(k):
+                if pool and rng.random() < target_share:
+                    slates[e, j] = pool[rng.integers(len(pool))]
+        _, reward, term, _, info = env.step(slates)
+        for e in range(6):
+            if done[e]:  # a finished episode is frozen (autoreset disabled)
+                assert reward[e] == 0 and term[e]
+                continue
+            steps[e] += 1
+            hits = []
+            for j, item in enumerate(slates[e]):
+                fresh = item not in shown[e] and item not in slates[e, :j]
+                hits.append(fresh and item in remaining[e])
+            for j, item in enumerate(slates[e]):
+                if hits[j]:
+                    remaining[e].discard(item)
+                    history[e] = (history[e] + [int(item)])[-n_hist:]
+            shown[e] |= set(slates[e].tolist())
+            assert reward[e] == sum(hits) and info["hits"][e].tolist() == hits
+            assert env.history[e].tolist() == history[e]
+            assert set(np.flatnonzero(~env.item_mask()[e])) == shown[e]
+            done[e] = not remaining[e]
+            assert term[e] == done[e]
+        obs = env.core.observe()
+        np.testing.assert_array_equal(obs[:, :n_hist * 8], emb[env.history].reshape(6, -1))
+        np.testing.assert_array_equal(obs[:, n_hist * 8:-1], uemb[core.split.user_ids[env.user_rows]])
+        np.testing.assert_allclose(obs[:, -1], np.array(steps) / 4)
