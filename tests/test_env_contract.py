@@ -18,7 +18,8 @@ register_envs()
 ENV_IDS = sorted(i for i in gym.registry if i.startswith("fcpo/"))
 KW = dict(dataset="synthetic", embedding_dim=8)
 #: options that make episodes end early, so that autoreset is exercised within a few steps
-SHORT = {"fcpo/MovieLensFair-v0": dict(horizon=3), "fcpo/MovieLensSim-v0": dict(horizon=4, patience=3, rating_center=3.0)}
+SHORT = {"fcpo/MovieLensFair-v0": dict(horizon=3),
+         "fcpo/MovieLensSim-v0": dict(horizon=4, patience=3, rating_center=3.0)}
 STATE_KEYS = {"user", "user_row", "history", "history_raw_ids", "group_sizes", "action_mask"}
 STEP_KEYS = {"cost", "costs", "hits", "slot_rewards"}
 

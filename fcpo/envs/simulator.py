@@ -43,7 +43,7 @@ from fcpo.envs.sim.user_model import (SIM_PRESETS, SimData, SimParams, build_sim
                                       get_sim_data)
 
 __all__ = ["SimParams", "SIM_PRESETS", "SimEnvConfig", "SimData", "get_sim_data", "build_sim_data", "SimCore",
-           "MovieLensSimEnv", "MovieLensSimVectorEnv", "calibrate_line"]
+           "MovieLensSimEnv", "MovieLensSimVectorEnv", "calibrate_line", "COST_NAME"]
 
 
 class MovieLensSimEnv(SlateEnv):
