@@ -6,6 +6,8 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import fcpo  # noqa: F401  (registers the ids)
 from fcpo.envs import MovieLensFairEnv, MovieLensFairVectorEnv, SafetyStepWrapper
@@ -41,7 +43,7 @@ def test_hit_reward_cost_history_and_repeats():
     targets = _targets(env)
     hist0 = env.core.history[0].tolist()
     popular = env.grouping.is_popular
-    non_target = [i for i in np.flatnonzero(env.action_masks()) if i not in set(targets)]
+    non_target = [i for i in np.flatnonzero(env.item_mask()) if i not in set(targets)]
     slate = np.array([targets[0], non_target[0], targets[1], targets[0], non_target[1]])
     _, reward, term, trunc, info = env.step(slate)
     # two distinct held-out positives; the repeated target pays once
@@ -50,7 +52,7 @@ def test_hit_reward_cost_history_and_repeats():
     assert isinstance(info["cost"], float)
     # FIFO: the two hits enter the window in slate order
     assert info["history"].tolist() == hist0[2:] + [targets[0], targets[1]]
-    assert not env.action_masks()[slate].any()
+    assert not env.item_mask()[slate].any()
     _, reward, *_ = env.step(slate)  # everything already recommended: no reward
     assert reward == 0.0
     assert info["remaining_positives"] == len(targets) - 2
@@ -60,7 +62,7 @@ def test_terminates_when_positives_run_out_and_truncates_at_horizon():
     env = gym.make(ENV_ID, **KW, slate_size=2, horizon=50).unwrapped
     env.reset(seed=0, options={"user": 0})
     targets = list(_targets(env))
-    filler = [i for i in np.flatnonzero(env.action_masks()) if i not in set(targets)]
+    filler = [i for i in np.flatnonzero(env.item_mask()) if i not in set(targets)]
     pairs = [targets[i:i + 2] for i in range(0, len(targets), 2)]
     for j, pair in enumerate(pairs):
         pair = pair + filler[j:j + 1] if len(pair) == 1 else pair
@@ -103,7 +105,7 @@ def test_render_ansi_marks_hits_and_popular():
     env = gym.make(ENV_ID, **KW, render_mode="ansi").unwrapped
     env.reset(seed=0, options={"user": 1})
     t = _targets(env)
-    pop = np.flatnonzero(env.grouping.is_popular & env.action_masks() & ~np.isin(np.arange(env.core.n_items), t))
+    pop = np.flatnonzero(env.grouping.is_popular & env.item_mask() & ~np.isin(np.arange(env.core.n_items), t))
     env.step(np.array([t[0], pop[0], pop[1], pop[2], pop[3]]))
     text = env.render()
     assert text.splitlines()[1].startswith(" 1. [HIT]") and "[G0]" in text.splitlines()[2]
@@ -222,5 +224,51 @@ def test_bad_construction(kwargs, msg):
 
 
 def test_unknown_option_is_named():
-    with pytest.raises(TypeError, match="unknown MovieLensFair option"):
+    with pytest.raises(TypeError, match="got an unexpected keyword argument 'slate'"):
         MovieLensFairEnv(dataset="synthetic", slate=3)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**16), k=st.integers(1, 6), target_share=st.floats(0.0, 1.0))
+def test_vector_step_matches_a_per_user_reference(seed, k, target_share):
+    """Hits, rewards, FIFO history, shown mask and observation against a plain per-user loop."""
+    env = MovieLensFairVectorEnv(num_envs=6, autoreset_mode="Disabled", **KW, slate_size=k, horizon=4)
+    env.reset(seed=seed)
+    core, rng = env.core, np.random.default_rng(seed)
+    n_hist = env.n_history
+    history = [list(h) for h in env.history]
+    shown = [set(h) for h in env.history]
+    remaining = [set(core.split.targets("train").row(int(r))) for r in env.user_rows]
+    emb, uemb = env.env_data.item_embeddings, env.env_data.user_embeddings
+    done, steps = [False] * 6, [0] * 6
+    for t in range(4):
+        slates = rng.integers(0, env.n_items, (6, k))
+        for e in range(6):  # some slots hold targets (sometimes repeated) so that hits happen
+            pool = sorted(remaining[e])
+            for j in range(k):
+                if pool and rng.random() < target_share:
+                    slates[e, j] = pool[rng.integers(len(pool))]
+        _, reward, term, _, info = env.step(slates)
+        for e in range(6):
+            if done[e]:  # a finished episode is frozen (autoreset disabled)
+                assert reward[e] == 0 and term[e]
+                continue
+            steps[e] += 1
+            hits = []
+            for j, item in enumerate(slates[e]):
+                fresh = item not in shown[e] and item not in slates[e, :j]
+                hits.append(fresh and item in remaining[e])
+            for j, item in enumerate(slates[e]):
+                if hits[j]:
+                    remaining[e].discard(item)
+                    history[e] = (history[e] + [int(item)])[-n_hist:]
+            shown[e] |= set(slates[e].tolist())
+            assert reward[e] == sum(hits) and info["hits"][e].tolist() == hits
+            assert env.history[e].tolist() == history[e]
+            assert set(np.flatnonzero(~env.item_mask()[e])) == shown[e]
+            done[e] = not remaining[e]
+            assert term[e] == done[e]
+        obs = env.core.observe()
+        np.testing.assert_array_equal(obs[:, :n_hist * 8], emb[env.history].reshape(6, -1))
+        np.testing.assert_array_equal(obs[:, n_hist * 8:-1], uemb[core.split.user_ids[env.user_rows]])
+        np.testing.assert_allclose(obs[:, -1], np.array(steps) / 4)

@@ -26,7 +26,7 @@ def _rollout(env, seed, steps=6, user=None):
     out = [obs.copy()]
     rng = np.random.default_rng(123)
     for _ in range(steps):
-        free = np.flatnonzero(env.unwrapped.action_masks())
+        free = np.flatnonzero(env.unwrapped.item_mask())
         action = rng.choice(free, env.unwrapped.config.slate_size, replace=False)
         obs, r, term, trunc, info = env.step(action)
         out += [obs.copy(), r, term, trunc, info["cost"], info["clicks"].tolist()]
@@ -70,14 +70,14 @@ def test_cost_is_the_replay_cost_and_repeats_are_never_clicked():
     env = gym.make(ENV_ID, **KW, click_temperature=0.05, rating_center=0.0, patience=0).unwrapped  # clicks ~ sure
     env.reset(seed=0, options={"user": 2})
     hist = env.core.history[0].copy()
-    fresh = np.flatnonzero(env.action_masks())
+    fresh = np.flatnonzero(env.item_mask())
     slate = np.array([hist[0], fresh[0], fresh[0], fresh[1], fresh[2]])
     _, reward, term, trunc, info = env.step(slate)
     assert info["clicks"].tolist() == [False, True, False, True, True] and reward == 3.0
     assert info["cost"] == float(env.grouping.is_popular[slate].sum()) and isinstance(info["cost"], float)
     assert info["costs"] == {"popular_exposure": info["cost"]}
     assert info["history"].tolist() == hist[3:].tolist() + [fresh[0], fresh[1], fresh[2]]  # FIFO of clicks
-    assert not env.action_masks()[slate].any()
+    assert not env.item_mask()[slate].any()
     _, reward, *_ = env.step(slate)
     assert reward == 0.0  # everything was shown before
 
@@ -85,12 +85,12 @@ def test_cost_is_the_replay_cost_and_repeats_are_never_clicked():
 def test_leave_model_and_patience_zero():
     env = gym.make(ENV_ID, **KW, rating_center=50.0, click_temperature=0.1, patience=3).unwrapped  # never clicks
     env.reset(seed=0)
-    _, reward, term, trunc, info = env.step(np.flatnonzero(env.action_masks())[:5])
+    _, reward, term, trunc, info = env.step(np.flatnonzero(env.item_mask())[:5])
     assert term and not trunc and info["left"] and reward == 0.0  # 3 disliked items in a row: gone mid-slate
     env = gym.make(ENV_ID, **KW, rating_center=50.0, click_temperature=0.1, patience=0, horizon=4).unwrapped
     env.reset(seed=0)
     for t in range(4):
-        _, _, term, trunc, _ = env.step(np.flatnonzero(env.action_masks())[:5])
+        _, _, term, trunc, _ = env.step(np.flatnonzero(env.item_mask())[:5])
         assert not term
     assert trunc
 
@@ -100,7 +100,7 @@ def test_clicks_reset_the_miss_counter():
                    drift_noise=0.0, horizon=3).unwrapped  # always clicks fresh items
     env.reset(seed=0)
     for _ in range(3):
-        _, reward, term, trunc, info = env.step(np.flatnonzero(env.action_masks())[:5])
+        _, reward, term, trunc, info = env.step(np.flatnonzero(env.item_mask())[:5])
         assert reward == 5.0 and not term and info["misses"] == 0
     assert trunc
 
@@ -108,11 +108,11 @@ def test_clicks_reset_the_miss_counter():
 def test_drift_moves_the_hidden_user_state_only_when_enabled():
     still = gym.make(ENV_ID, **KW, drift_rate=0.0, drift_noise=0.0).unwrapped
     still.reset(seed=0)
-    still.step(np.flatnonzero(still.action_masks())[:5])
+    still.step(np.flatnonzero(still.item_mask())[:5])
     np.testing.assert_array_equal(still.core.p, still.core.p0)
     moving = gym.make(ENV_ID, **KW, drift_rate=0.2, drift_noise=0.1).unwrapped
     moving.reset(seed=0)
-    moving.step(np.flatnonzero(moving.action_masks())[:5])
+    moving.step(np.flatnonzero(moving.item_mask())[:5])
     assert np.abs(moving.core.p - moving.core.p0).max() > 0
 
 
@@ -133,14 +133,14 @@ def test_presets_differ_and_bad_options_fail_with_a_message():
     for preset in SIM_PRESETS:
         env = gym.make(ENV_ID, preset=preset, **KW).unwrapped
         env.reset(seed=0, options={"user": 1})
-        slate = np.flatnonzero(env.action_masks())[:5][None]
+        slate = np.flatnonzero(env.item_mask())[:5][None]
         probs[preset] = env.core.click_probabilities(np.zeros(1, dtype=np.int64), slate)
     assert not np.allclose(probs["noisy"], probs["impatient"])
     with pytest.raises(ValueError, match="preset"):
         gym.make(ENV_ID, preset="nope", **KW)
     with pytest.raises(ValueError, match="patience"):
         gym.make(ENV_ID, patience=-1, **KW)
-    with pytest.raises(TypeError, match="unknown MovieLensSim option"):
+    with pytest.raises(TypeError, match="got an unexpected keyword argument 'reward'"):
         gym.make(ENV_ID, reward="hit", **KW)
     env = gym.make(ENV_ID, **KW)
     env.reset(seed=0)
@@ -158,7 +158,7 @@ def test_vector_env_covers_users_and_is_seeded():
         done = np.zeros(env.num_envs, dtype=bool)
         for _ in range(10):
             keys = rng.random((env.num_envs, env.env_data.n_items))
-            keys[~env.action_masks()] = -1
+            keys[~env.item_mask()] = -1
             obs, r, term, trunc, info = env.step(np.argsort(-keys, axis=1)[:, :5])
             total += r * ~done
             lengths += ~done
@@ -189,8 +189,29 @@ def test_single_and_vector_env_share_the_dynamics():
     obs_s, _ = single.reset(seed=0, options={"user": 4})
     obs_v, _ = vec.reset(seed=0, options={"users": np.array([4, 4])})
     np.testing.assert_array_equal(obs_s, obs_v[0])
-    slate = np.flatnonzero(single.action_masks())[:5]
+    slate = np.flatnonzero(single.item_mask())[:5]
     obs_s, r_s, *_ = single.step(slate)
     obs_v, r_v, *_ = vec.step(np.stack([slate, slate]))
     np.testing.assert_array_equal(obs_s, obs_v[1])
     assert r_s == r_v[0] == 5.0
+
+
+def test_click_model_replaces_the_rating_logits_in_the_vector_env():
+    calls = []
+
+    def click_model(obs, history, slates):  # slot 0 always clicked, the others never
+        calls.append((obs.shape, history.shape, slates.shape))
+        logits = np.full(slates.shape, -50.0)
+        logits[:, 0] = 50.0
+        return logits
+
+    env = MovieLensSimVectorEnv(num_envs=3, autoreset_mode="Disabled", click_model=click_model, patience=0,
+                                drift_rate=0.0, drift_noise=0.0, **KW)
+    obs, _ = env.reset(seed=0)
+    slates = np.argsort(~env.item_mask(), axis=1, kind="stable")[:, :5]  # fresh items
+    _, reward, _, _, info = env.step(slates)
+    assert calls == [((3, 49), (3, 5), (3, 5))]
+    assert reward.tolist() == [1.0, 1.0, 1.0] and info["clicks"][:, 0].all() and not info["clicks"][:, 1:].any()
+    assert env.core.base is None  # no completed ratings are built when a click model answers
+    with pytest.raises(TypeError, match="click_model must be callable"):
+        MovieLensSimVectorEnv(num_envs=2, click_model=3, **KW)

@@ -26,16 +26,25 @@ Methods
     ``action_masks()`` -> the sb3-contrib MultiDiscrete convention (the item
     mask tiled over the K slots).  ``episodes_done()`` -> bool ``[num_envs]``.
 Reset options
-    ``{"users": rows}`` (one split row per reset sub-env), ``{"reset_mask":
-    bool[num_envs]}`` (which sub-envs to reset; default all).
-Step info (NumPy arrays with a dtype, one entry per sub-env)
-    ``cost`` float64 (number of G0 items in the slate), ``costs`` (dict of
-    named costs), ``slot_rewards`` float64 ``[num_envs, K]`` (what each slot
-    earned; sums to the reward), ``hits`` bool ``[num_envs, K]``.
+    ``{"users": rows}`` (one split row per reset sub-env), ``{"user": row}`` (the
+    same row for all), ``{"reset_mask": bool[num_envs]}`` (which sub-envs to
+    reset; default all).  Stepping before the first ``reset`` raises RuntimeError.
+Info (NumPy arrays with a dtype, one entry per sub-env, each key with its
+``_key`` mask, exactly the keys ``SyncVectorEnv`` over the single env gives)
+    after reset and step: ``user``, ``user_row``, ``history``,
+    ``history_raw_ids``, ``group_sizes``, ``action_mask`` (the item mask) and
+    the env's own state keys; after a step also ``cost`` float64 (number of G0
+    items in the slate), ``costs`` (dict of named costs), ``slot_rewards``
+    float64 ``[num_envs, K]`` (what each slot earned; sums to the reward) and
+    ``hits`` bool ``[num_envs, K]`` (the items that entered the history).
 Autoreset
-    ``autoreset_mode`` ``NEXT_STEP`` (Gymnasium's default), ``SAME_STEP`` or
-    ``DISABLED``; agents use ``DISABLED`` with ``cover_all_users`` or
-    ``users`` reset options, and mask finished episodes themselves.
+    ``autoreset_mode`` ``NEXT_STEP`` (Gymnasium's default), ``SAME_STEP``
+    (``final_obs`` / ``final_info`` info keys) or ``DISABLED``; agents use
+    ``DISABLED`` with ``cover_all_users`` or ``users`` reset options, and mask
+    finished episodes themselves: in ``DISABLED`` a finished sub-env is frozen
+    (reward and cost 0, its ending ``terminated``/``truncated`` repeated, so
+    ``terminated | truncated == episodes_done()``).  ``max_episode_steps``
+    truncates at min(T, max_episode_steps).  See :mod:`fcpo.envs.shells`.
 """
 from __future__ import annotations
 

@@ -1,97 +1,95 @@
 """``fcpo/MovieLensFair-v0``: one MovieLens user per episode, replaying held-out positives.
 
-Observation: a flat float32 ``Box`` of size N*d + d + 1 laid out as
-``[e(h_1) .. e(h_N) | e(user) | t / T]`` where h_1..h_N is the FIFO window of the
-user's last N positives (oldest first), e(.) the MF embeddings (trained on the
-train split only) and t the step.  Action: ``MultiDiscrete([n_items] * K)``.
-Reward and cost: see :mod:`fcpo.envs.core`.  The cost is ``info["cost"]`` (a
-Python float) and ``info["costs"]`` a dict of named costs.
+The single env and its native batched env are the shells of :mod:`fcpo.envs.shells` over the
+replay core (:class:`fcpo.envs.replay.SlateReplayCore`); see :class:`MovieLensFairEnv`.
 """
 from __future__ import annotations
 
-import gymnasium as gym
-import numpy as np
-from gymnasium import spaces
-
+from fcpo.envs.base import COST_NAME  # noqa: F401  (old import path)
 from fcpo.envs.config import FairEnvConfig
-from fcpo.envs.core import SlateReplayCore
+from fcpo.envs.shells import SlateEnv, VectorSlateEnv
 
-COST_NAME = "popular_exposure"
+__all__ = ["MovieLensFairEnv", "MovieLensFairVectorEnv", "COST_NAME"]
 
 
-class MovieLensFairEnv(gym.Env):
-    """Single-user fairness-constrained recommendation env (Ge et al., WSDM 2021)."""
+class MovieLensFairEnv(SlateEnv):
+    """Fairness-constrained slate recommendation replayed from MovieLens (Ge et al., WSDM 2021).
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 1}
+    ## Description
+    Each episode is one user of the episode split.  The agent recommends a slate of K items per
+    step; items the user rated positively (rating >= ``threshold``) in the held-out period pay.
+    Popular items (group G0: the top ``popular_ratio`` of items by training count) cost exposure,
+    the constraint of FCPO (eq. 6).
 
-    def __init__(self, render_mode: str | None = None, **kwargs):
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
-        self.config = FairEnvConfig.from_kwargs(**kwargs)
-        self.render_mode = render_mode
-        self.env_data = self.config.load()
-        self.grouping = self.config.make_grouping(self.env_data)
-        c = self.config
-        self.core = SlateReplayCore(self.env_data, 1, c.slate_size, c.horizon, c.mode, c.reward, self.grouping,
-                                    c.rating_alpha, c.position_discount)
-        self.observation_space = spaces.Box(self.core.obs_low, self.core.obs_high, dtype=np.float32)
-        self.action_space = spaces.MultiDiscrete(np.full(c.slate_size, self.env_data.n_items, dtype=np.int64))
-        self._zero = np.zeros(1, dtype=np.int64)
-        self._last_slate: np.ndarray | None = None
-        self._last_hits: np.ndarray | None = None
+    ## Action Space
+    ``MultiDiscrete([n_items] * K)``: K item ids.  An item repeated inside the slate, or shown
+    earlier in the episode (including the initial history), pays nothing; ``item_mask()`` (bool
+    [n_items]) is True for the items that can still pay, ``action_masks()`` (bool [K * n_items])
+    repeats it once per slot, the MultiDiscrete convention of sb3-contrib's ``MaskablePPO``.
 
-    @property
-    def n_users(self) -> int:
-        """Users with an episode in this mode (index them with ``reset(options={"user": r})``)."""
-        return self.core.n_users
+    ## Observation Space
+    ``Box(float32, [N*d + d + 1])``, bounds ±ceil(max |embedding|) and [0, 1] for the last entry:
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        options = options or {}
-        if "user" in options:
-            row = int(options["user"])
-        else:
-            row = int(self.np_random.integers(self.core.n_users))
-        self.core.reset_envs(self._zero, np.array([row]))
-        self._last_slate = self._last_hits = None
-        return self.core.observe(self._zero)[0], self._info()
+    | Index              | Observation                                                 |
+    |--------------------|-------------------------------------------------------------|
+    | 0 .. N*d - 1       | embeddings of the last N positives (FIFO window, oldest first) |
+    | N*d .. N*d + d - 1 | the user's embedding                                        |
+    | N*d + d            | t / T (step fraction)                                       |
 
-    def step(self, action):
-        slates = self.core.validate_slates(action, 0)
-        reward, cost, hits, terminated, truncated, slot_rewards = self.core.step(self._zero, slates)
-        self._last_slate, self._last_hits = slates[0], hits[0]
-        info = self._info()
-        info.update(cost=float(cost[0]), costs={COST_NAME: float(cost[0])}, hits=hits[0].copy(),
-                    slot_rewards=slot_rewards[0])
-        return self.core.observe(self._zero)[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
+    Embeddings (``embedding_method``: BPR, PMF, ...) are trained on the training period only.
 
-    def action_masks(self) -> np.ndarray:
-        """Bool [n_items]: True for items not yet recommended (or in the initial history) this episode."""
-        return self.core.action_masks(self._zero)[0]
+    ## Rewards
+    ``reward="hit"`` (eq. 5): the number of slate items that are still-unconsumed held-out
+    positives (each pays once, then enters the history window), optionally discounted by
+    1 / log2(position + 2) (``position_discount``).  ``reward="rating"`` (TPGR): the held-out
+    rating mapped to [-1, 1] by (r - 3) / 2 (unrated: 0) plus ``rating_alpha`` * (consecutive
+    positives - consecutive negatives).  ``info["slot_rewards"]`` splits the reward by slot.
 
-    def _info(self) -> dict:
-        core = self.core
-        history = core.history[0].copy()
-        return {
-            "user": int(core.split.user_ids[core.rows[0]]),
-            "user_row": int(core.rows[0]),
-            "history": history,
-            "history_raw_ids": self.env_data.data.item_raw_ids[history],
-            "remaining_positives": int(core.n_remaining[0]),
-            "group_sizes": self.grouping.sizes(),
-            "action_mask": self.action_masks(),
-        }
+    ## Cost
+    ``info["cost"]`` (np.float64): the number of slate slots holding a G0 item;
+    ``info["costs"] = {"popular_exposure": cost}``.  ``grouping="dynamic"`` recomputes G0 from
+    training counts plus exposure every ``regroup_every`` steps.
 
-    def render(self):
-        if self.render_mode != "ansi":
-            return None
-        titles = self.env_data.data.item_titles
-        lines = [f"user {int(self.core.split.user_ids[self.core.rows[0]])} · step {int(self.core.t[0])}/{self.core.horizon}"
-                 f" · {int(self.core.n_remaining[0])} held-out positives left"]
-        if self._last_slate is None:
-            lines.append("history: " + "; ".join(titles[self.core.history[0]]))
-        else:
-            for pos, (item, hit) in enumerate(zip(self._last_slate, self._last_hits), start=1):
-                marks = ("[HIT] " if hit else "") + ("[G0] " if self.grouping.is_popular[item] else "")
-                lines.append(f"{pos:2d}. {marks}{titles[item]}")
-        return "\n".join(lines) + "\n"
+    ## Starting State
+    A user drawn uniformly from the split's users with ``self.np_random`` (or
+    ``reset(options={"user": row})``, an integer row in [0, n_users)); the history window starts
+    as the user's first N positives of the period (``mode``: ``train`` or ``test``).
+
+    ## Episode End
+    Terminated when the user has no held-out positive left; truncated at t = T (``horizon``), or
+    at ``max_episode_steps`` of ``gym.make`` when smaller.
+
+    ## Arguments
+    ``gym.make("fcpo/MovieLensFair-v0", dataset="ml-1m", data_dir=None, slate_size=5, horizon=10,
+    mode="train", reward="hit", popular_ratio=0.2, grouping="static", regroup_every=1,
+    rating_alpha=0.1, position_discount=False, split="fcpo", n_initial=5, threshold=4.0,
+    train_ratio=0.8, embedding_dim=32, embedding_method="bpr", embedding_seed=0,
+    render_mode=None)`` (:class:`fcpo.envs.config.FairEnvConfig`).  An unknown option raises
+    ``TypeError`` (``got an unexpected keyword argument 'NAME'``); numeric options must be finite.
+    ``render_mode="ansi"`` prints the last slate with [HIT] and [G0] marks.
+
+    ## Info
+    See :mod:`fcpo.envs.shells`: ``user``, ``user_row``, ``history``, ``history_raw_ids``,
+    ``group_sizes``, ``action_mask``, ``remaining_positives``; after a step also ``cost``,
+    ``costs``, ``hits`` and ``slot_rewards``.
+
+    ## Vectorized environment
+    ``gym.make_vec("fcpo/MovieLensFair-v0", num_envs, vectorization_mode="vector_entry_point",
+    autoreset_mode=..., cover_all_users=False, max_episode_steps=None, **options)`` builds
+    :class:`MovieLensFairVectorEnv`, vectorised over users in numpy; its rollouts and info equal
+    ``SyncVectorEnv`` over this env under the same seeds (static grouping).
+
+    ## Version History
+    * v0: initial version (replay of held-out positives, hit and rating rewards, G0 exposure cost;
+      sb3-contrib action masks and NumPy-typed info since the env-contract redesign).
+    """
+
+    config_cls = FairEnvConfig
+
+
+class MovieLensFairVectorEnv(VectorSlateEnv):
+    """Native batched ``fcpo/MovieLensFair-v0`` (see :class:`MovieLensFairEnv` and
+    :class:`fcpo.envs.shells.VectorSlateEnv`): ``item_mask()`` bool [num_envs, n_items],
+    ``action_masks()`` bool [num_envs, K * n_items], reset options ``users``, ``user``, ``reset_mask``."""
+
+    config_cls = FairEnvConfig

@@ -12,7 +12,7 @@ def register_envs() -> None:
         gym.register(
             id="fcpo/MovieLensFair-v0",
             entry_point="fcpo.envs.movielens_fair:MovieLensFairEnv",
-            vector_entry_point="fcpo.envs.vector:MovieLensFairVectorEnv",
+            vector_entry_point="fcpo.envs.movielens_fair:MovieLensFairVectorEnv",
         )
     if "fcpo/MovieLensSim-v0" not in gym.registry:
         gym.register(
