@@ -86,6 +86,12 @@ def convert_gguf(path: str | os.PathLike, folder: str | os.PathLike, dtype: torc
     if template and not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = template
     model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=dtype, **kwargs)
+    # the de-quantised weights are plain floats: drop the GGUF "quantizer" that blocks save_pretrained
+    model.hf_quantizer = None
+    model.is_quantized = False
+    for obj in (model.config, model):
+        if hasattr(obj, "quantization_config"):
+            delattr(obj, "quantization_config")
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
 
