@@ -30,6 +30,7 @@ from fcpo.llm import (  # noqa: E402
     trie_greedy_decode,
 )
 from fcpo.llm import cache as lm_cache  # noqa: E402
+from fcpo.llm.scoring import packed_continuation_log_probs  # noqa: E402
 from fcpo.policies.base import SlateState  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,10 +123,11 @@ def test_parse_answers_follows_the_sdpo_rule():
 
 
 # ------------------------------------------------------------------ batched scoring
-@pytest.mark.parametrize("chat", [False, True])
-def test_batched_scoring_equals_per_candidate_scoring(tiny, chat_tok, chat):
+@pytest.mark.parametrize("chat,scoring", [(False, "packed"), (True, "packed"), (False, "cache"), (True, "cache")])
+def test_batched_scoring_equals_per_candidate_scoring(tiny, chat_tok, chat, scoring):
     model, tok = tiny
-    pol = TextPolicy(model, chat_tok if chat else tok, TITLES, score_batch_size=3)
+    pol = TextPolicy(model, chat_tok if chat else tok, TITLES, score_batch_size=3, scoring=scoring)
+    assert TextPolicy(model, tok, TITLES).scoring == "packed"  # GPT-2 with SDPA takes 4-D masks
     rng = np.random.default_rng(0)
     histories = [rng.choice(len(TITLES), size=n, replace=False).tolist() for n in (1, 4, 2, 7, 3)]
     cands = torch.as_tensor(np.stack([rng.permutation(len(TITLES))[:20] for _ in histories]))
@@ -147,10 +149,10 @@ def test_batched_scoring_gradients_match_the_per_prompt_path(tiny):
     prompts = [tok("The user watched: Heat")["input_ids"], tok("Casino")["input_ids"]]
     conts = [[tok(" Toy Story (1995)")["input_ids"] + [tok.eos_token_id], [tok.eos_token_id]]] * 2
     grads = []
-    for batched in (True, False):
+    for batched in (batched_continuation_log_probs, packed_continuation_log_probs, None):
         m = copy.deepcopy(model)
-        if batched:
-            lp = batched_continuation_log_probs(m, prompts, conts, tok.pad_token_id)
+        if batched is not None:
+            lp = batched(m, prompts, conts, tok.pad_token_id)
         else:
             lp = torch.stack([torch.stack([  # one unpadded, uncached pass per prompt + continuation
                 m(input_ids=torch.tensor([p + c])).logits.log_softmax(-1)[0, len(p) - 1:-1]
@@ -158,23 +160,29 @@ def test_batched_scoring_gradients_match_the_per_prompt_path(tiny):
         lp.sum().backward()
         grads.append(m.transformer.wte.weight.grad.clone())
     assert grads[0].abs().sum() > 0
-    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grads[0], grads[2], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grads[1], grads[2], rtol=1e-4, atol=1e-5)
 
 
 def test_batched_scoring_on_a_rotary_llama_from_gguf(gguf_file, tmp_path):
     model, tok = load_causal_lm(str(gguf_file), cache_dir=tmp_path)
     prompts = [tok("The user watched: Heat (1995)")["input_ids"], tok("Casino")["input_ids"]]
     conts = [[tok(" " + t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in TITLES[:6]]] * 2
-    with torch.no_grad():
-        lp = batched_continuation_log_probs(model, prompts, conts, tok.pad_token_id)
     ref = torch.tensor([[_manual_log_prob(model, p, c) for c in cs] for p, cs in zip(prompts, conts)])
-    torch.testing.assert_close(lp, ref, rtol=0, atol=1e-5)
+    for impl in ("sdpa", "eager"):
+        model.config._attn_implementation = impl
+        with torch.no_grad():
+            for score in (batched_continuation_log_probs, packed_continuation_log_probs):
+                torch.testing.assert_close(score(model, prompts, conts, tok.pad_token_id), ref, rtol=0, atol=1e-5)
 
 
 def test_batched_scoring_rejects_ragged_candidate_lists(tiny):
     model, _ = tiny
-    with pytest.raises(ValueError, match="same number"):
-        batched_continuation_log_probs(model, [[1], [2]], [[[3]], [[3], [4]]])
+    for score in (batched_continuation_log_probs, packed_continuation_log_probs):
+        with pytest.raises(ValueError, match="same number"):
+            score(model, [[1], [2]], [[[3]], [[3], [4]]])
+    with pytest.raises(ValueError, match="scoring"):
+        TextPolicy(model, tiny[1], TITLES, scoring="fast")
 
 
 # ------------------------------------------------------------------ trie

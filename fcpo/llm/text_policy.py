@@ -7,8 +7,9 @@
   (``chat=None``: automatic) and answers after the assistant's generation prompt.
 * ``log pi(title | prompt)`` = the sum of the log-probabilities of the answer tokens
   ``" " + title + <eos>`` (chat: ``title + <eos>``) given the prompt (the prompt tokens are masked
-  out).  The prompts of a batch run once, left-padded, and their key/value caches are shared by
-  all titles scored for them: two forward passes per batch (:mod:`fcpo.llm.scoring`).
+  out).  The titles of a batch of prompts are scored in one forward pass that shares each prompt:
+  tree attention over ``[prompt | title_1 | ... | title_J]`` (default), or the prompt's key/value
+  cache expanded over its titles (:mod:`fcpo.llm.scoring`).
 * ``generate(..., constrained=True)`` decodes greedily inside a trie of the candidate titles
   (:mod:`fcpo.llm.trie`): the answer is always exactly one candidate.
 * With a candidate list, :meth:`TextPolicy.item_log_probs` can normalise over it:
@@ -31,7 +32,7 @@ import scipy.sparse as sp
 import torch
 
 from fcpo.llm.prompts import CHAT_TEMPLATE, PromptTemplate, answer_prefix, chat_template_of, render_prompt
-from fcpo.llm.scoring import _forward, batched_continuation_log_probs
+from fcpo.llm.scoring import _forward, batched_continuation_log_probs, packed_continuation_log_probs
 from fcpo.llm.trie import trie_greedy_decode
 from fcpo.policies.base import Policy, SlateState, gumbel_topk, masked_topk
 
@@ -166,6 +167,10 @@ class TextPolicy(Policy):
     has one).  system: optional system turn of chat prompts.  device: move the model there
     (default: leave it where it is).  score_batch_size: prompts scored per batched forward pass
     (each expands its key/value cache over its J titles: memory ~ score_batch_size * J * prompt length).
+    scoring: "packed" (one tree-attention pass per batch, :func:`~fcpo.llm.scoring.packed_continuation_log_probs`),
+    "cache" (prompt pass + cache expanded over the titles) or None: "packed" when the model's attention
+    implementation takes custom 4-D masks (sdpa, eager), else "cache".  Both equal the per-title
+    reference (``use_cache=False``) to float rounding.
     """
 
     log_prob_kind = ("sum of the answer title's token log-probs given the prompt (candidate-normalised "
@@ -176,7 +181,8 @@ class TextPolicy(Policy):
     def __init__(self, model, tokenizer, item_titles: Sequence[str], template: PromptTemplate | None = None,
                  prompt_candidates: bool = True, score_eos: bool = True, use_cache: bool = True,
                  max_new_tokens: int | None = None, gen_batch_size: int = 16, *, chat: bool | None = None,
-                 system: str | None = None, device: str | torch.device | None = None, score_batch_size: int = 4):
+                 system: str | None = None, device: str | torch.device | None = None, score_batch_size: int = 4,
+                 scoring: str | None = None):
         super().__init__()
         if device is not None:
             model = model.to(device)
@@ -193,6 +199,12 @@ class TextPolicy(Policy):
         self.use_cache = use_cache
         self.gen_batch_size = gen_batch_size
         self.score_batch_size = score_batch_size
+        if scoring is None:
+            impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
+            scoring = "packed" if impl in ("sdpa", "eager") else "cache"
+        if scoring not in ("packed", "cache"):
+            raise ValueError(f"scoring must be 'packed', 'cache' or None, got {scoring!r}")
+        self.scoring = scoring
         self.index = TitleIndex(self.titles)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -233,10 +245,11 @@ class TextPolicy(Policy):
             return torch.stack([continuation_log_probs(self.model, p, [self.answer_ids[i] for i in row], False)
                                 for p, row in zip(prompt_ids, items)])
         pad = self.tokenizer.pad_token_id
+        score = packed_continuation_log_probs if self.scoring == "packed" else batched_continuation_log_probs
         chunks = []
         for s in range(0, len(prompt_ids), max(1, self.score_batch_size)):
             rows = items[s:s + self.score_batch_size]
-            chunks.append(batched_continuation_log_probs(
+            chunks.append(score(
                 self.model, prompt_ids[s:s + self.score_batch_size],
                 [[self.answer_ids[i] for i in row] for row in rows], pad))
         return torch.cat(chunks)
