@@ -7,9 +7,10 @@ Per model:
 * load time: first load (GGUF -> safetensors conversion into a fresh cache folder) vs cached load
   (the tiny GPT-2 is built in memory: its build time is reported);
 * forward tokens/s: one forward pass over a batch of S-DPO prompts (no gradient);
-* candidate-scores/s: log pi(title | prompt) for 20 candidates per prompt, batched (prompts run once,
-  key/value cache shared by the candidates, several prompts per pass) vs per-candidate (one full
-  prompt + title pass each, the pre-batching path);
+* candidate-scores/s: log pi(title | prompt) for 20 candidates per prompt, batched -- "packed" (one
+  tree-attention pass over [prompt | titles] for several prompts, the default) and "cache" (prompt
+  pass + key/value cache expanded over the titles) -- vs per-candidate (one full prompt + title pass
+  each, the pre-batching path);
 * trie-constrained decoding: prompts/s.
 
 Prints a table and writes JSON with the torch thread count and ``os.getloadavg()`` (the machine is shared).
@@ -75,8 +76,13 @@ def bench_model(name: str, titles, cache_dir: Path, n_prompts: int, n_cands: int
         model(input_ids=ids[:1, :8])  # warm-up
         _, t = _timed(model, input_ids=ids)
         row["forward_tokens_per_s"] = ids.numel() / t
+        pol.scoring = "cache"
+        lp_cache, t = _timed(pol.item_log_probs, state, cands, cands)
+        row["batched_cache_scores_per_s"] = lp_cache.numel() / t
+        pol.scoring = "packed"
         lp, t = _timed(pol.item_log_probs, state, cands, cands)
         row["batched_scores_per_s"] = lp.numel() / t
+        row["packed_vs_cache_max_abs_diff"] = float((lp - lp_cache).abs().max())
         pol.use_cache = False  # per-candidate: prompt + title in full, one candidate at a time
         sub = cands[:1, :per_cand]
         ref = torch.stack([pol.item_log_probs(SlateState(state.obs[:1], state.history[:1], state.user[:1]),
@@ -116,7 +122,8 @@ def main(argv=None) -> int:
                 continue
             rows.append(bench_model(name, titles, Path(cache_dir), args.prompts, args.candidates, args.per_candidate))
     print(markdown_table(rows, ["model", "chat", "load_first_s", "load_cached_s", "prompt_tokens",
-                                "forward_tokens_per_s", "batched_scores_per_s", "per_candidate_scores_per_s",
+                                "forward_tokens_per_s", "batched_scores_per_s", "batched_cache_scores_per_s",
+                                "per_candidate_scores_per_s",
                                 "batched_speedup", "trie_prompts_per_s"]))
     for r in rows:
         print(f"{r['model']}: free answer {r['free_answer_example']!r}; trie answer {r['trie_answer_example']!r}; "
