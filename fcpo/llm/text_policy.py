@@ -1,11 +1,17 @@
 """A recommender policy over a causal language model: prompts from titles, title log-probs, grounding.
 
-* Prompt (S-DPO/LLaRA style): ``The user watched: "A", "B". Which movie will the user choose next
-  from: "X", "Y", ...? Answer:`` -- the candidate clause is left out when there is no list
-  (the SPRec setting, ranking over the whole catalogue).
+* Prompt (S-DPO/LLaRA style, :mod:`fcpo.llm.prompts`): ``The user watched: "A", "B". Which movie
+  will the user choose next from: "X", "Y", ...? Answer:`` -- the candidate clause is left out when
+  there is no list (the SPRec setting, ranking over the whole catalogue).  A model whose tokenizer
+  has a chat template (SmolLM2-Instruct) gets the question as a user turn of that template
+  (``chat=None``: automatic) and answers after the assistant's generation prompt.
 * ``log pi(title | prompt)`` = the sum of the log-probabilities of the answer tokens
-  ``" " + title + <eos>`` given the prompt (the prompt tokens are masked out).  The prompt is
-  run once and its key/value cache is shared by all titles scored for it.
+  ``" " + title + <eos>`` (chat: ``title + <eos>``) given the prompt (the prompt tokens are masked
+  out).  The titles of a batch of prompts are scored in one forward pass that shares each prompt:
+  tree attention over ``[prompt | title_1 | ... | title_J]`` (default), or the prompt's key/value
+  cache expanded over its titles (:mod:`fcpo.llm.scoring`).
+* ``generate(..., constrained=True)`` decodes greedily inside a trie of the candidate titles
+  (:mod:`fcpo.llm.trie`): the answer is always exactly one candidate.
 * With a candidate list, :meth:`TextPolicy.item_log_probs` can normalise over it:
   ``log_softmax_j log pi(title_j | prompt)`` (the candidate-normalised distribution).
 * ``act`` without candidates generates an answer (greedy or sampled) and grounds it to the
@@ -19,44 +25,18 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from fcpo.llm.prompts import CHAT_TEMPLATE, PromptTemplate, answer_prefix, chat_template_of, render_prompt
+from fcpo.llm.scoring import _forward, batched_continuation_log_probs, packed_continuation_log_probs
+from fcpo.llm.trie import trie_greedy_decode
 from fcpo.policies.base import Policy, SlateState, gumbel_topk, masked_topk
 
-__all__ = ["PromptTemplate", "TitleIndex", "TextPolicy", "continuation_log_probs"]
-
-
-@dataclass(frozen=True)
-class PromptTemplate:
-    """Prompt pieces; titles in the history and candidate lists are quoted and comma-separated."""
-
-    history: str = "The user watched: {history}."
-    question_candidates: str = " Which movie will the user choose next from: {candidates}?"
-    question: str = " Which movie will the user choose next?"
-    answer: str = " Answer:"
-    separator: str = ", "
-    quote: str = '"'
-
-    def _list(self, titles: Sequence[str]) -> str:
-        return self.separator.join(f"{self.quote}{t}{self.quote}" for t in titles)
-
-    def build(self, history_titles: Sequence[str], candidate_titles: Sequence[str] | None = None) -> str:
-        text = self.history.format(history=self._list(history_titles))
-        if candidate_titles is not None:
-            text += self.question_candidates.format(candidates=self._list(candidate_titles))
-        else:
-            text += self.question
-        return text + self.answer
-
-    @staticmethod
-    def answer_text(title: str) -> str:
-        """The answer continuation scored and generated after the prompt."""
-        return " " + title
+__all__ = ["PromptTemplate", "TitleIndex", "TextPolicy", "continuation_log_probs", "batched_continuation_log_probs"]
 
 
 _STRIP = re.compile(r"^[\s\"'`*]+|[\s\"'`*.,;:!?]+$")
@@ -134,18 +114,6 @@ class TitleIndex:
         return out
 
 
-def _forward(model, **kwargs):
-    """model(**kwargs); ``logits_to_keep`` (the LM head only where needed) is dropped for models without it."""
-    try:
-        return model(**kwargs)
-    except TypeError as exc:
-        if "logits_to_keep" not in str(exc):
-            raise
-        kwargs.pop("logits_to_keep")
-        out = model(**kwargs)
-        return out
-
-
 def continuation_log_probs(model, prompt_ids: Sequence[int], continuations: Sequence[Sequence[int]],
                            use_cache: bool = True) -> torch.Tensor:
     """[J] sum of log p(continuation tokens | prompt) under a causal LM, prompt tokens masked.
@@ -193,7 +161,16 @@ class TextPolicy(Policy):
 
     model/tokenizer: any ``transformers`` causal LM (``fcpo.llm.load_causal_lm``,
     ``fcpo.llm.build_tiny_lm``, optionally with LoRA); item_titles: title of each item id.
-    prompt_candidates: list the candidates in the prompt when a candidate list is given.
+    template: the question (default: :data:`~fcpo.llm.prompts.CHAT_TEMPLATE` for a chat model,
+    ``PromptTemplate()`` otherwise).  prompt_candidates: list the candidates in the prompt when a
+    candidate list is given.  chat: render prompts with the tokenizer's chat template (None: when it
+    has one).  system: optional system turn of chat prompts.  device: move the model there
+    (default: leave it where it is).  score_batch_size: prompts scored per batched forward pass
+    (each expands its key/value cache over its J titles: memory ~ score_batch_size * J * prompt length).
+    scoring: "packed" (one tree-attention pass per batch, :func:`~fcpo.llm.scoring.packed_continuation_log_probs`),
+    "cache" (prompt pass + cache expanded over the titles) or None: "packed" when the model's attention
+    implementation takes custom 4-D masks (sdpa, eager), else "cache".  Both equal the per-title
+    reference (``use_cache=False``) to float rounding.
     """
 
     log_prob_kind = ("sum of the answer title's token log-probs given the prompt (candidate-normalised "
@@ -201,31 +178,51 @@ class TextPolicy(Policy):
     #: the trainer scores raw title log-probs (LM SFT; DPO/S-DPO are invariant to the normaliser)
     default_normalize = False
 
-    def __init__(self, model, tokenizer, item_titles: Sequence[str], template: PromptTemplate = PromptTemplate(),
+    def __init__(self, model, tokenizer, item_titles: Sequence[str], template: PromptTemplate | None = None,
                  prompt_candidates: bool = True, score_eos: bool = True, use_cache: bool = True,
-                 max_new_tokens: int | None = None, gen_batch_size: int = 16):
+                 max_new_tokens: int | None = None, gen_batch_size: int = 16, *, chat: bool | None = None,
+                 system: str | None = None, device: str | torch.device | None = None, score_batch_size: int = 4,
+                 scoring: str | None = None):
         super().__init__()
+        if device is not None:
+            model = model.to(device)
         self.model = model
         self.tokenizer = tokenizer
         self.titles = [str(t) for t in item_titles]
         self.n_items = len(self.titles)
-        self.template = template
+        self.chat = chat_template_of(tokenizer) is not None if chat is None else bool(chat)
+        if self.chat and chat_template_of(tokenizer) is None:
+            raise ValueError("chat=True but the tokenizer has no chat_template")
+        self.template = template if template is not None else (CHAT_TEMPLATE if self.chat else PromptTemplate())
+        self.system = system
         self.prompt_candidates = prompt_candidates
         self.use_cache = use_cache
         self.gen_batch_size = gen_batch_size
+        self.score_batch_size = score_batch_size
+        if scoring is None:
+            impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
+            scoring = "packed" if impl in ("sdpa", "eager") else "cache"
+        if scoring not in ("packed", "cache"):
+            raise ValueError(f"scoring must be 'packed', 'cache' or None, got {scoring!r}")
+        self.scoring = scoring
         self.index = TitleIndex(self.titles)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        eos = [tokenizer.eos_token_id] if score_eos and tokenizer.eos_token_id is not None else []
-        enc = tokenizer([template.answer_text(t) for t in self.titles], add_special_tokens=False)["input_ids"]
+        self.eos_id = tokenizer.eos_token_id
+        eos = [self.eos_id] if score_eos and self.eos_id is not None else []
+        prefix = answer_prefix(self.chat)
+        enc = tokenizer([prefix + t for t in self.titles], add_special_tokens=False)["input_ids"]
         self.answer_ids = [list(ids) + eos for ids in enc]
         self.max_new_tokens = max_new_tokens or max(len(a) for a in self.answer_ids) + 2
 
     # ----------------------------------------------------------------- prompts
     def prompt(self, history: Sequence[int], candidates: Sequence[int] | None = None) -> str:
+        """The model input text: the template's question, in the chat template when ``self.chat``."""
         hist = [self.titles[i] for i in history if i >= 0]
         cands = None if candidates is None else [self.titles[i] for i in candidates]
-        return self.template.build(hist, cands)
+        if not self.chat:
+            return self.template.build(hist, cands)
+        return render_prompt(self.tokenizer, self.template.question_text(hist, cands), self.system, chat=True)
 
     def prompts(self, state: SlateState, candidates: torch.Tensor | None = None) -> list[str]:
         hist = state.history.cpu().numpy()
@@ -233,35 +230,46 @@ class TextPolicy(Policy):
         return [self.prompt(hist[b], None if cands is None else cands[b]) for b in range(len(hist))]
 
     def _prompt_ids(self, text: str) -> list[int]:
-        return list(self.tokenizer(text)["input_ids"])
+        # a rendered chat prompt already holds its special tokens
+        return list(self.tokenizer(text, add_special_tokens=not self.chat)["input_ids"])
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     # ------------------------------------------------------------ log-probs
+    def title_log_probs(self, prompt_ids: Sequence[Sequence[int]], items: np.ndarray) -> torch.Tensor:
+        """[B, J] log pi(title of items[b, j] | prompt b), ``score_batch_size`` prompts per batched pass."""
+        items = np.asarray(items)
+        if not self.use_cache:  # reference path: every prompt + title in full
+            return torch.stack([continuation_log_probs(self.model, p, [self.answer_ids[i] for i in row], False)
+                                for p, row in zip(prompt_ids, items)])
+        pad = self.tokenizer.pad_token_id
+        score = packed_continuation_log_probs if self.scoring == "packed" else batched_continuation_log_probs
+        chunks = []
+        for s in range(0, len(prompt_ids), max(1, self.score_batch_size)):
+            rows = items[s:s + self.score_batch_size]
+            chunks.append(score(
+                self.model, prompt_ids[s:s + self.score_batch_size],
+                [[self.answer_ids[i] for i in row] for row in rows], pad))
+        return torch.cat(chunks)
+
     def item_log_probs(self, state: SlateState, items: torch.Tensor, candidates: torch.Tensor | None = None,
                        normalize: bool = False) -> torch.Tensor:
         """log pi(title of items[b, j] | prompt_b) [B, J]; with ``candidates`` and ``normalize`` the
         log-softmax over the row's candidate titles."""
-        prompts = self.prompts(state, candidates)
+        prompt_ids = [self._prompt_ids(text) for text in self.prompts(state, candidates)]
         items_np = items.cpu().numpy()
-        cands_np = None if candidates is None else candidates.cpu().numpy()
-        rows = []
-        for b, text in enumerate(prompts):
-            pid = self._prompt_ids(text)
-            if cands_np is not None and normalize:
-                c = cands_np[b]
-                lp = continuation_log_probs(self.model, pid, [self.answer_ids[i] for i in c], self.use_cache)
-                lp = lp - torch.logsumexp(lp, dim=0)
-                pos = [int(np.flatnonzero(c == i)[0]) if np.any(c == i) else -1 for i in items_np[b]]
-                if min(pos) < 0:
-                    raise ValueError("an item to score is not in its row's candidate list")
-                rows.append(lp[torch.as_tensor(pos, device=lp.device)])
-            else:
-                rows.append(continuation_log_probs(self.model, pid, [self.answer_ids[i] for i in items_np[b]],
-                                                   self.use_cache))
-        return torch.stack(rows)
+        if candidates is None or not normalize:
+            return self.title_log_probs(prompt_ids, items_np)
+        cands_np = candidates.cpu().numpy()
+        lp = self.title_log_probs(prompt_ids, cands_np)
+        lp = lp - torch.logsumexp(lp, dim=1, keepdim=True)
+        eq = cands_np[:, :, None] == items_np[:, None, :]  # [B, C, J]
+        if not eq.any(axis=1).all():
+            raise ValueError("an item to score is not in its row's candidate list")
+        pos = torch.as_tensor(eq.argmax(axis=1), device=lp.device)
+        return lp.gather(1, pos)
 
     def log_prob(self, state: SlateState, items: torch.Tensor, candidates: torch.Tensor | None = None,
                  exclude: torch.Tensor | None = None) -> torch.Tensor:
@@ -274,11 +282,35 @@ class TextPolicy(Policy):
 
     # ------------------------------------------------------------ generation
     @torch.no_grad()
+    def constrained_choice(self, state: SlateState, candidates: torch.Tensor) -> torch.Tensor:
+        """[B] item id chosen by trie-constrained greedy decoding over each row's candidate titles."""
+        cands = candidates.cpu().numpy()
+        prompt_ids = [self._prompt_ids(p) for p in self.prompts(state, candidates)]
+        eos = [] if self.eos_id is None else [self.eos_id]
+        seqs = [[a if a and a[-1] == self.eos_id else a + eos for a in (self.answer_ids[i] for i in row)]
+                for row in cands]
+        picks = []
+        for s in range(0, len(prompt_ids), self.gen_batch_size):
+            idx, _ = trie_greedy_decode(self.model, prompt_ids[s:s + self.gen_batch_size],
+                                        seqs[s:s + self.gen_batch_size], self.tokenizer.pad_token_id)
+            picks += idx
+        return torch.as_tensor(cands[np.arange(len(cands)), picks], dtype=torch.long, device=candidates.device)
+
+    @torch.no_grad()
     def generate(self, state: SlateState, candidates: torch.Tensor | None = None, mode: str = "greedy",
-                 generator: torch.Generator | None = None, max_new_tokens: int | None = None) -> list[str]:
-        """One answer per state (first line, special tokens removed): greedy or sampled (temperature 1)."""
+                 generator: torch.Generator | None = None, max_new_tokens: int | None = None,
+                 constrained: bool = False) -> list[str]:
+        """One answer per state (first line, special tokens removed): greedy or sampled (temperature 1).
+
+        ``constrained`` (needs ``candidates``, greedy only): trie-constrained decoding, the answer is
+        exactly one candidate title.
+        """
         if mode not in ("greedy", "sample"):
             raise ValueError(f"mode must be 'greedy' or 'sample', got {mode!r}")
+        if constrained:
+            if candidates is None or mode != "greedy":
+                raise ValueError("constrained=True needs a candidate list and mode='greedy'")
+            return [self.titles[i] for i in self.constrained_choice(state, candidates).tolist()]
         prompts = [self._prompt_ids(p) for p in self.prompts(state, candidates)]
         pad = self.tokenizer.pad_token_id
         texts: list[str] = []
