@@ -449,7 +449,8 @@ def plot_front_long_term(rows: list[dict], path: str, title: str) -> None:
     for alpha in sorted({r["alpha"] for r in rows}):
         ax.axhline(alpha, color="k", ls=":", lw=1.2)
         ax.annotate(f"α' = {alpha:g}", (1, alpha), textcoords="offset points", xytext=(0, 4), fontsize=8)
-    ax.set(xlabel="test rollout step", ylabel="popular share (dynamic G0)", title=title, ylim=(0, 1.02))
+    top = max(max(max(r["per_step"]) for r in rows), max(r["alpha"] for r in rows))
+    ax.set(xlabel="test rollout step", ylabel="popular share (dynamic G0)", title=title, ylim=(0, min(1.02, top + 0.2)))
     ax.legend(fontsize=8, loc="upper right")
     ax.grid(alpha=0.3)
     _savefig(fig, path)
