@@ -250,3 +250,17 @@ def test_quick_front_end_to_end_on_synthetic_data(tmp_path, capsys):
     assert "fcpo [per-slate] a'=0.4: F1@20 >= fair-mf a'=0.4 F1@20" in names
     assert "| fcpo | expected | 0.4 | 1 |" in (out / "synthetic.md").read_text()
     assert (out / "synthetic_front.png").stat().st_size > 20000
+
+
+def test_job_seconds_scales_with_iterations_budget_knob_rollout_length_and_data_set():
+    cost = {"fcpo": {"setup": 1.0, "iteration": 2.0, "eval": 3.0}, "ranker": {"setup": 0.5, "iteration": 0.0, "eval": 1.5}}
+    job = {"method": "fcpo", "iterations": 10, "eval_steps": 10, "dataset": "ml-100k",
+           "overrides": {"fcpo": {"users_per_iteration": rp.FRONT_OVERRIDES["fcpo"]["users_per_iteration"]}}}
+    assert rp.job_seconds(job, cost) == pytest.approx(1 + 10 * 2 + 3)
+    full = dict(job, overrides={"fcpo": {"users_per_iteration": 1.0}})  # twice the calibrated 0.5 users
+    assert rp.job_seconds(full, cost) == pytest.approx(1 + 10 * 2 * 2 + 3)
+    assert rp.job_seconds(dict(job, overrides={}), cost) == pytest.approx(44.0)  # the agent's default: 1.0
+    assert rp.job_seconds(dict(job, eval_steps=30, dataset="ml-1m"), cost) == pytest.approx((1 + 20 + 9) * 7.0)
+    assert rp.job_seconds({"method": "mf", "iterations": 60, "eval_steps": 10, "dataset": "ml-100k"}, cost) == 2.0
+    spec = rp.GridSpec.front(seeds=(0,), methods=("fcpo",), alphas=(1.0,), long_term_alpha=None)
+    assert spec.estimated_seconds(workers=2, cost=cost) == pytest.approx(1.2 * (1 + 40 * 2 + 3) / 2)

@@ -50,6 +50,9 @@ JOB_COST_ML100K = {"fcpo": {"setup": 0.5, "iteration": 0.61, "eval": 0.60},
                    "tpgr": {"setup": 0.5, "iteration": 1.47, "eval": 0.49},
                    "ranker": {"setup": 0.5, "iteration": 0.0, "eval": 1.0}}
 ESTIMATE_MARGIN = 1.2
+# the knob an iteration's cost is proportional to, per method (JOB_COST_ML100K holds it at FRONT_OVERRIDES)
+COST_KNOBS = {"fcpo": "users_per_iteration", "trpo": "users_per_iteration", "ppo-lagrangian": "users_per_iteration",
+              "wolpertinger": "updates_per_iteration", "tpgr": "rollouts_per_user"}
 DATASET_COST_SCALE = {"ml-100k": 1.0, "ml-1m": 7.0, "synthetic": 0.05}  # ≈ users × items relative to ml-100k
 
 
@@ -191,13 +194,29 @@ class GridSpec:
 
 
 def job_seconds(job: dict, cost: dict | None = None) -> float:
-    """Estimated one-thread CPU seconds of one job: setup + iterations × iteration + rollout evaluation
-    (scaled by eval_steps / 10) on ml-100k, times the data set's :data:`DATASET_COST_SCALE`."""
+    """Estimated one-thread CPU seconds of one job: setup + iterations × iteration (scaled by the
+    method's :data:`COST_KNOBS` value over the calibrated one) + rollout evaluation (scaled by
+    eval_steps / 10) on ml-100k, times the data set's :data:`DATASET_COST_SCALE`."""
     cost = cost or JOB_COST_ML100K
-    c = cost[job["method"]] if job["method"] in RL_METHODS else cost["ranker"]
-    iterations = job["iterations"] if job["method"] in RL_METHODS else 0
-    seconds = c["setup"] + iterations * c["iteration"] + c["eval"] * job["eval_steps"] / 10
+    method = job["method"]
+    c = cost[method] if method in RL_METHODS else cost["ranker"]
+    iterations = job["iterations"] if method in RL_METHODS else 0
+    scale = 1.0
+    if method in COST_KNOBS:  # the iteration cost scales with the knob, relative to its calibrated value
+        knob = COST_KNOBS[method]
+        value = job.get("overrides", {}).get(method, {}).get(knob, _config_default(method, knob))
+        scale = float(value) / float(FRONT_OVERRIDES[method][knob])
+    seconds = c["setup"] + iterations * c["iteration"] * scale + c["eval"] * job["eval_steps"] / 10
     return seconds * DATASET_COST_SCALE.get(job["dataset"], 1.0)
+
+
+def _config_default(method: str, name: str):
+    from dataclasses import MISSING, fields
+
+    from fcpo.runs import agent_config_class
+
+    field_ = next(f for f in fields(agent_config_class(method)) if f.name == name)
+    return field_.default if field_.default is not MISSING else field_.default_factory()  # type: ignore[misc]
 
 
 def job_name(job: dict) -> str:
