@@ -118,7 +118,7 @@ def plan_text(spec, workers: int) -> str:
                                                                                   "wolpertinger", "tpgr"))
     return (f"{PROG}: {spec.preset} grid on {spec.dataset}: {len(jobs)} jobs ("
             + ", ".join(f"{m} {n}" for m, n in per_method.items()) + f"); iterations: {its or '-'}; "
-            f"estimated {minutes:.0f} min on {workers} one-thread worker(s) (calibrated on an idle core, ml-100k)")
+            f"estimated {minutes:.1f} min on {workers} one-thread worker(s) (calibrated on an idle core, ml-100k)")
 
 
 def run(args) -> dict:
