@@ -260,7 +260,28 @@ def test_job_seconds_scales_with_iterations_budget_knob_rollout_length_and_data_
     full = dict(job, overrides={"fcpo": {"users_per_iteration": 1.0}})  # twice the calibrated 0.5 users
     assert rp.job_seconds(full, cost) == pytest.approx(1 + 10 * 2 * 2 + 3)
     assert rp.job_seconds(dict(job, overrides={}), cost) == pytest.approx(44.0)  # the agent's default: 1.0
-    assert rp.job_seconds(dict(job, eval_steps=30, dataset="ml-1m"), cost) == pytest.approx((1 + 20 + 9) * 7.0)
+    assert rp.job_seconds(dict(job, eval_steps=30, dataset="ml-1m"), cost) == pytest.approx((1 + 20 + 9) * 12.0)
     assert rp.job_seconds({"method": "mf", "iterations": 60, "eval_steps": 10, "dataset": "ml-100k"}, cost) == 2.0
     spec = rp.GridSpec.front(seeds=(0,), methods=("fcpo",), alphas=(1.0,), long_term_alpha=None)
     assert spec.estimated_seconds(workers=2, cost=cost) == pytest.approx(1.2 * (1 + 40 * 2 + 3) / 2)
+
+
+def test_bench_flags_choose_the_preset_and_keep_its_values_unless_given():
+    def spec(*argv):
+        return bench.spec_from_args(bench.build_parser().parse_args(list(argv)))
+
+    table = spec()
+    assert table.preset == "table" and table.alphas == (1.0, 0.8, 0.4) and table.constraint_modes == ()
+    assert [j["iterations"] for j in table.jobs() if j["method"] == "fcpo"][0] == 60
+    front = spec("--front")
+    assert front.preset == "front" and front.alphas == front.ppo_alphas == rp.FRONT_ALPHAS
+    assert front.method_iterations == rp.FRONT_ITERATIONS and spec("--grid", "front").jobs() == front.jobs()
+    narrowed = spec("--front", "--alphas", "0.4", "1.0", "--constraint-modes", "expected", "--iterations", "7")
+    assert narrowed.ppo_alphas == (0.4, 1.0) and narrowed.constraint_modes == ("expected",)
+    assert {j["iterations"] for j in narrowed.jobs() if j["method"] in rp.RL_METHODS} == {7}
+    assert {j["constraint"] for j in narrowed.jobs() if j["method"] == "fcpo"} == {"expected"}
+    with pytest.raises(bench.CLIError, match="--constraint-modes needs --front"):
+        spec("--constraint-modes", "expected")
+    with pytest.raises(bench.CLIError, match="given twice"):
+        spec("--front", "--constraint-modes", "expected", "expected")
+    assert "front grid on ml-100k: 125 jobs" in bench.plan_text(front, 2)

@@ -111,6 +111,8 @@ def plan_text(spec, workers: int) -> str:
     """The planned job count per method and the estimated wall-clock time (printed before a grid starts)."""
     from collections import Counter
 
+    from fcpo.reproduction.grid import DATASET_COST_SCALE
+
     jobs = spec.jobs()
     per_method = Counter(j["method"] for j in jobs)
     minutes = spec.estimated_seconds(workers) / 60
@@ -118,7 +120,8 @@ def plan_text(spec, workers: int) -> str:
                                                                                   "wolpertinger", "tpgr"))
     return (f"{PROG}: {spec.preset} grid on {spec.dataset}: {len(jobs)} jobs ("
             + ", ".join(f"{m} {n}" for m, n in per_method.items()) + f"); iterations: {its or '-'}; "
-            f"estimated {minutes:.1f} min on {workers} one-thread worker(s) (calibrated on an idle core, ml-100k)")
+            f"estimated {minutes:.1f} min on {workers} one-thread worker(s) (job costs measured on ml-100k, "
+            f"x{DATASET_COST_SCALE.get(spec.dataset, 1.0):g} for {spec.dataset})")
 
 
 def run(args) -> dict:
