@@ -1,13 +1,20 @@
-"""``fcpo-bench``: regenerate the FCPO reproduction table, plots and JSON in one command.
+"""``fcpo-bench``: regenerate the FCPO reproduction table, or the accuracy–fairness front, in one command.
 
-    fcpo-bench --dataset ml-100k --data-dir ../shared/data            # full grid, 3 seeds
+    fcpo-bench --dataset ml-100k --data-dir ../shared/data            # the FCPO table, 3 seeds
+    fcpo-bench --front --dataset ml-100k --data-dir ../shared/data    # the front: α' 0.2..1, both modes
+    fcpo-bench --front --dataset ml-1m --methods fcpo fair-mf          # ml-1m front, FCPO + re-ranker
     fcpo-bench --dataset synthetic --quick                             # seconds: the pipeline check
     fcpo-bench --address ray://head:10001 ...                          # scale out on a Ray cluster
 
 Writes ``runs/bench-<dataset>-<time>/`` (or ``--out``): ``<dataset>.json`` / ``.md``, the plots, and
 one run folder per trained job under ``jobs/`` (config, log, checkpoint, TensorBoard; ``--job-runs no``
 trains them in temporary folders).  Exits with
-status 1 when one of the table's checks fails (``--allow-failed-checks``: report them, exit 0).
+status 1 when one of the checks fails (``--allow-failed-checks``: report them, exit 0).
+
+Presets (``--grid``): ``table`` (the README's FCPO table) and ``front`` (``--front``): α' ∈ {0.2, 0.4,
+0.6, 0.8, 1.0} × constraint modes ``per-slate`` / ``expected`` for FCPO, PPO-Lagrangian, Wolpertinger
+and TPGR, TRPO once per seed, the α'-fair re-ranker, MF and popularity, with per-method budgets sized
+for 30 minutes on 2 one-thread workers (ml-100k).  Flags left out take the preset's values.
 
 The grid runs through Ray when it is installed (``pip install fcpo[dist]``),
 else one process per job (``--workers``).
@@ -27,14 +34,22 @@ PROG = "fcpo-bench"
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_flags(p, default="ml-100k")
+    p.add_argument("--grid", choices=("table", "front"), default="table",
+                   help="preset: table (the README's FCPO table, default) or front (accuracy–fairness front)")
+    p.add_argument("--front", action="store_true", help="same as --grid front")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
-    p.add_argument("--alphas", type=float, nargs="+", default=[1.0, 0.8, 0.4], help="FCPO α' values")
-    p.add_argument("--iterations", type=int, default=60, help="training iterations per RL run (default 60)")
+    p.add_argument("--alphas", type=float, nargs="+", default=None,
+                   help="FCPO (and re-ranker) α' values (table: 1.0 0.8 0.4; front: 0.2 0.4 0.6 0.8 1.0)")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="training iterations of every RL run (table: 60; front: per method, see FRONT_ITERATIONS)")
     p.add_argument("--methods", nargs="+", default=None,
                    help="subset of: fcpo trpo ppo-lagrangian wolpertinger tpgr popularity mf random fair-mf "
-                        "(default: all but wolpertinger and tpgr)")
-    p.add_argument("--lagrangian-alphas", type=float, nargs="+", default=[0.8, 0.4],
-                   help="α' values of the Lagrangian rows: ppo-lagrangian, wolpertinger, tpgr")
+                        "(table: all but wolpertinger and tpgr; front: all but random)")
+    p.add_argument("--lagrangian-alphas", type=float, nargs="+", default=None,
+                   help="α' values of the Lagrangian rows: ppo-lagrangian, wolpertinger, tpgr "
+                        "(table: 0.8 0.4; front: the --alphas)")
+    p.add_argument("--constraint-modes", nargs="+", default=None, choices=("per-slate", "expected"),
+                   help="front: constraint modes of the constrained agents (default: both)")
     p.add_argument("--no-long-term", action="store_true", help="skip the dynamic-groups long-term experiment")
     p.add_argument("--workers", type=int, default=2, help="parallel processes without Ray (default 2)")
     p.add_argument("--ray", choices=("auto", "yes", "no"), default="auto", help="use Ray (default: when installed)")
@@ -51,12 +66,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def spec_from_args(args):
-    """Flags -> :class:`fcpo.reproduction.GridSpec` (``--quick``: one seed, 3 iterations, short rollouts)."""
+    """Flags -> :class:`fcpo.reproduction.GridSpec` of the chosen preset; flags left out keep the
+    preset's values (``--quick``: one seed, 3 iterations, short rollouts)."""
     from fcpo import reproduction as rp
 
-    spec = rp.GridSpec(dataset=args.dataset, data_dir=args.data_dir, seeds=tuple(args.seeds), alphas=tuple(args.alphas),
-                       iterations=args.iterations, long_term_alpha=None if args.no_long_term else 0.4,
-                       ppo_alphas=tuple(args.lagrangian_alphas))
+    front = args.front or args.grid == "front"
+    changes = {"dataset": args.dataset, "data_dir": args.data_dir, "seeds": tuple(args.seeds),
+               "long_term_alpha": None if args.no_long_term else 0.4}
+    if args.alphas is not None:
+        changes["alphas"] = tuple(args.alphas)
+    if args.lagrangian_alphas is not None:
+        changes["ppo_alphas"] = tuple(args.lagrangian_alphas)
+    elif front and args.alphas is not None:
+        changes["ppo_alphas"] = tuple(args.alphas)
+    if args.iterations is not None:
+        if args.iterations < 1:
+            raise CLIError(f"--iterations must be >= 1, got {args.iterations}")
+        changes["iterations"] = args.iterations
+        if front:
+            changes["method_iterations"] = {}  # one count for every method
+    if args.constraint_modes is not None:
+        if not front:
+            raise CLIError("--constraint-modes needs --front (the table grid uses each agent's default mode)")
+        if len(set(args.constraint_modes)) != len(args.constraint_modes):
+            raise CLIError(f"--constraint-modes: a mode is given twice in {args.constraint_modes}")
+        changes["constraint_modes"] = tuple(args.constraint_modes)
+    spec = rp.GridSpec.front(**changes) if front else rp.GridSpec(**changes)
     if args.methods:
         unknown = set(args.methods) - set(rp.RL_METHODS) - set(rp.RANKER_METHODS)
         if unknown:
@@ -65,12 +100,28 @@ def spec_from_args(args):
         spec.methods = tuple(args.methods)
     if args.quick:
         spec.seeds, spec.iterations, spec.horizon, spec.eval_steps, spec.long_term_steps = spec.seeds[:1], 3, 4, 4, 6
+        spec.method_iterations = {}
     for a in spec.alphas + spec.ppo_alphas:
         if not 0 < a <= 1:
             raise CLIError(f"--alphas/--lagrangian-alphas: {a} is outside (0, 1]")
-    if args.iterations < 1:
-        raise CLIError(f"--iterations must be >= 1, got {args.iterations}")
     return spec
+
+
+def plan_text(spec, workers: int) -> str:
+    """The planned job count per method and the estimated wall-clock time (printed before a grid starts)."""
+    from collections import Counter
+
+    from fcpo.reproduction.grid import DATASET_COST_SCALE
+
+    jobs = spec.jobs()
+    per_method = Counter(j["method"] for j in jobs)
+    minutes = spec.estimated_seconds(workers) / 60
+    its = ", ".join(f"{m} {spec.iterations_of(m)}" for m in per_method if m in ("fcpo", "trpo", "ppo-lagrangian",
+                                                                                  "wolpertinger", "tpgr"))
+    return (f"{PROG}: {spec.preset} grid on {spec.dataset}: {len(jobs)} jobs ("
+            + ", ".join(f"{m} {n}" for m, n in per_method.items()) + f"); iterations: {its or '-'}; "
+            f"estimated {minutes:.1f} min on {workers} one-thread worker(s) (job costs measured on ml-100k, "
+            f"x{DATASET_COST_SCALE.get(spec.dataset, 1.0):g} for {spec.dataset})")
 
 
 def run(args) -> dict:
@@ -82,6 +133,7 @@ def run(args) -> dict:
     if keep_runs and (out / "jobs").exists():
         raise CLIError(f"--out {out}: it holds job runs of an earlier grid ({out / 'jobs'}); choose another --out "
                        "or --job-runs no")
+    print(plan_text(spec, args.workers), file=sys.stderr, flush=True)
     results = rp.run_grid(spec, out / "jobs" if keep_runs else None, workers=args.workers, address=args.address,
                           use_ray={"auto": None, "yes": True, "no": False}[args.ray], progress=not args.no_progress)
     payload, text = rp.write_report(spec, results, out)

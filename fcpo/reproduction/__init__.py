@@ -3,11 +3,17 @@ long-term fairness check: :mod:`~fcpo.reproduction.grid` (what to run, :func:`ru
 :mod:`~fcpo.reproduction.dispatch` (process pool or Ray) and :mod:`~fcpo.reproduction.report`
 (rows, tables, checks, plots)."""
 from fcpo.reproduction.dispatch import dispatch, run_grid
-from fcpo.reproduction.grid import (LAGRANGIAN_ROWS, PAPER_ML1M, RANKER_METHODS, RL_METHODS, GridSpec, job_config,
-                                    job_name, run_job)
-from fcpo.reproduction.report import (aggregate, checks, label, long_term_rows, markdown_table, plot_long_term,
-                                      plot_lorenz, plot_tradeoff, write_report)
+from fcpo.reproduction.grid import (CONSTRAINED_METHODS, FRONT_ALPHAS, FRONT_ITERATIONS, FRONT_METHODS,
+                                    FRONT_OVERRIDES, JOB_COST_ML100K, LAGRANGIAN_ROWS, PAPER_ML1M, PRESETS,
+                                    RANKER_METHODS, RL_METHODS, GridSpec, job_config, job_name, job_seconds, run_job)
+from fcpo.reproduction.report import (aggregate, checks, constraint_view, front_checks, front_long_term_rows,
+                                      front_markdown, front_rows, label, long_term_rows, markdown_table, plot_front,
+                                      plot_front_long_term, plot_long_term, plot_lorenz, plot_tradeoff,
+                                      write_front_report, write_report)
 
-__all__ = ["dispatch", "run_grid", "LAGRANGIAN_ROWS", "PAPER_ML1M", "RANKER_METHODS", "RL_METHODS", "GridSpec",
-           "job_config", "job_name", "run_job", "aggregate", "checks", "label", "long_term_rows", "markdown_table",
-           "plot_long_term", "plot_lorenz", "plot_tradeoff", "write_report"]
+__all__ = ["dispatch", "run_grid", "CONSTRAINED_METHODS", "FRONT_ALPHAS", "FRONT_ITERATIONS", "FRONT_METHODS",
+           "FRONT_OVERRIDES", "JOB_COST_ML100K", "LAGRANGIAN_ROWS", "PAPER_ML1M", "PRESETS", "RANKER_METHODS",
+           "RL_METHODS", "GridSpec", "job_config", "job_name", "job_seconds", "run_job", "aggregate", "checks",
+           "constraint_view", "front_checks", "front_long_term_rows", "front_markdown", "front_rows", "label",
+           "long_term_rows", "markdown_table", "plot_front", "plot_front_long_term", "plot_long_term", "plot_lorenz",
+           "plot_tradeoff", "write_front_report", "write_report"]
