@@ -98,3 +98,7 @@ __all__ = [
     "valid_ratio",
     "hr_at_1",
 ]
+
+from fcpo.metrics.registry import METRICS, ListContext, list_metrics, register_metric, unregister_metric  # noqa: E402
+
+__all__ += ["METRICS", "ListContext", "list_metrics", "register_metric", "unregister_metric"]
