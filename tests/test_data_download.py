@@ -132,8 +132,10 @@ def test_good_zip_downloads_verifies_extracts_and_loads(server, env, monkeypatch
     assert data.genre_names == tuple(GENRES)
     folder = env / "ml-100k"
     assert (folder / "u.data").read_bytes() == ml100k_files()["u.data"]  # the top folder is stripped
-    assert listing(env) == ["ml-100k", "ml-100k.zip", "ml-100k/u.data", "ml-100k/u.genre", "ml-100k/u.item",
-                            "ml-100k/u.user"]
+    assert [p for p in listing(env) if not p.startswith("processed")] == [
+        "ml-100k", "ml-100k.zip", "ml-100k/u.data", "ml-100k/u.genre", "ml-100k/u.item", "ml-100k/u.user"]
+    processed = [p for p in listing(env) if p.startswith("processed/")]  # the parsed set: one entry + its lock
+    assert len(processed) == 2 and sum(p.endswith(".npz") for p in processed) == 1
     assert hashlib.sha256((env / "ml-100k.zip").read_bytes()).hexdigest() == GOOD_SHA
     assert handler.hits == ["/good.zip"]
     # second call: served from the cache, no request

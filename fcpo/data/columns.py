@@ -97,6 +97,7 @@ class Where:
         col = f", column {column!r}" if column is not None else ""
         if self.first_line is None:
             label = self.labels[row] if self.labels is not None else row
+            label = label.item() if hasattr(label, "item") else label
             return f"{self.source}, row {label!r}{col}"
         return f"{self.source}, line {self.first_line + row}{col}"
 
@@ -137,7 +138,7 @@ def parse_ids(s: pd.Series, column: str, where: Where, integer_ids: bool = False
     ``integer_ids`` rejects non-integer ids (naming the first); ``nonnegative`` rejects negative ones.
     """
     _check_not_blank(s, column, where, "id")
-    kind = s.dtype.kind if isinstance(s.dtype, np.dtype) else ""
+    kind = s.dtype.kind if isinstance(s.dtype, np.dtype) else "T"  # T: text (object / string / arrow)
     if kind in "iu":
         values = s.to_numpy()
         if kind == "u" and len(values) and values.max() > np.iinfo(np.int64).max:
@@ -147,9 +148,11 @@ def parse_ids(s: pd.Series, column: str, where: Where, integer_ids: bool = False
         values = s.to_numpy()
         bad = (values != np.floor(values)) | (np.abs(values) > 2.0 ** 53)
         if bad.any():
-            raise DataFormatError(f"{where(_first(bad), column)}: id {values[_first(bad)]!r} is not an exact "
+            raise DataFormatError(f"{where(_first(bad), column)}: id {float(values[_first(bad)])!r} is not an exact "
                                   "integer (store ids as integers or strings, not floats)")
         values = values.astype(np.int64)
+    elif kind == "b":
+        raise DataFormatError(f"{where(0, column)}: ids are booleans")
     else:
         text = _as_strings(s)
         is_int = text.str.fullmatch(_INT_RE).fillna(False).to_numpy(dtype=bool)
@@ -186,7 +189,7 @@ def parse_ratings(s: pd.Series, column: str, where: Where) -> np.ndarray:
     bad = ~np.isfinite(values)
     if bad.any():
         row = _first(bad)
-        raise DataFormatError(f"{where(row, column)}: rating {values[row]!r} is not a finite number")
+        raise DataFormatError(f"{where(row, column)}: rating {float(values[row])!r} is not a finite number")
     return values.astype(np.float32)
 
 
@@ -201,7 +204,7 @@ def parse_timestamps(s: pd.Series, column: str, where: Where) -> np.ndarray:
         values = s.to_numpy()
         if not np.isfinite(values).all():
             row = _first(~np.isfinite(values))
-            raise DataFormatError(f"{where(row, column)}: timestamp {values[row]!r} is not finite")
+            raise DataFormatError(f"{where(row, column)}: timestamp {float(values[row])!r} is not finite")
         return np.floor(values).astype(np.int64)
     if isinstance(s.dtype, pd.ArrowDtype) and "timestamp" in str(s.dtype):
         return _datetime_seconds(pd.to_datetime(s.astype(object), utc=True))

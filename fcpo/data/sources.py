@@ -81,7 +81,9 @@ def resolve_data_dir(name: str, data_dir: str | os.PathLike | None = None, downl
         raise FileNotFoundError(_missing_message(name, env))
     from fcpo.data.download import download_dataset
 
-    log.warning("downloading %s from %s. Licence: %s", name, entry.url, entry.licence)
+    from fcpo.data.download import resolve_source
+
+    log.warning("downloading %s from %s. Licence: %s", name, resolve_source(name)[0], entry.licence)
     try:
         return download_dataset(name, cache_root())
     except OSError as exc:

@@ -292,7 +292,7 @@ def build_ratings(name: str, users_raw: np.ndarray, items_raw: np.ndarray, ratin
         genre_names = metadata.genre_names
         if not known.all():
             log.warning("%s: %d item(s) have interactions but no metadata row (first: %r); they get title %r "
-                        "and no genres", source, int((~known).sum()), item_raw[np.flatnonzero(~known)[0]],
+                        "and no genres", source, int((~known).sum()), item_raw[np.flatnonzero(~known)[0]].item(),
                         UNKNOWN_TITLE)
     else:
         genres, genre_names = np.zeros((len(item_raw), 0), dtype=bool), ()
