@@ -269,3 +269,15 @@ def test_latest_rating_matrix_matches_brute_force(rows):
         expected[uu, ii] = rr
     got = latest_rating_matrix(d, np.ones(len(rows), bool))
     assert isinstance(got, sp.csr_matrix) and np.array_equal(got.toarray(), expected)
+
+
+def test_source_fingerprint_follows_file_content_and_options(tmp_path):
+    from fcpo.data.sources import source_fingerprint
+
+    path = _csv(tmp_path, "u,i\n1,2\n")
+    a = source_fingerprint(path, columns="user=u,item=i")
+    assert source_fingerprint(path, columns={"user": "u", "item": "i"}) == a
+    assert source_fingerprint(path, columns="user=i,item=u") != a
+    path.write_text("u,i\n1,3\n")
+    assert source_fingerprint(path, columns="user=u,item=i") != a
+    assert source_fingerprint("ml-1m") == source_fingerprint("ml-1m") != source_fingerprint("ml-100k")

@@ -163,5 +163,34 @@ def load_dataset(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | 
     return load_table(path, columns, cache=cache, **table_options)
 
 
-__all__ = ["DATASETS", "FILE_SUFFIXES", "cache_root", "is_file_source", "list_datasets", "load_dataset",
+def source_fingerprint(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None, columns=None,
+                       **table_options) -> str:
+    """A short hash identifying what :func:`load_dataset` would read: file contents (SHA-256) + options.
+
+    For files (and data cards, with the files they name) this changes when a file's bytes change, so a
+    memo keyed on it never serves stale data; for registered names it is the name and ``data_dir``.
+    """
+    import hashlib
+    import json
+
+    from fcpo.data.cache import ratings_cache_key
+    from fcpo.data.columns import parse_columns
+
+    if not is_file_source(name_or_path):
+        return hashlib.sha256(json.dumps([str(name_or_path), str(data_dir)]).encode()).hexdigest()[:16]
+    path = _resolve_file(name_or_path, data_dir)
+    files = [path]
+    if path.name.lower().endswith((".yaml", ".yml")):
+        from fcpo.data.card import read_card
+
+        card = read_card(path)
+        files += [card.path] + ([Path(card.item_metadata["path"])] if card.item_metadata else [])
+    elif path.name.lower().endswith(".inter") and path.with_suffix(".item").is_file():
+        files.append(path.with_suffix(".item"))
+    cmap = parse_columns(columns)
+    return ratings_cache_key("fingerprint", [f for f in files if f.is_file()],
+                             {"columns": cmap.to_text() if cmap else None, **table_options})[:16]
+
+
+__all__ = ["DATASETS", "source_fingerprint", "FILE_SUFFIXES", "cache_root", "is_file_source", "list_datasets", "load_dataset",
            "resolve_data_dir"]

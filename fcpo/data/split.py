@@ -139,10 +139,10 @@ def latest_rating_matrix(data: RatingsData, mask: np.ndarray) -> sp.csr_matrix:
     (a plain ``csr_matrix((data, (rows, cols)))`` would add repeats up).
     """
     rows = np.flatnonzero(mask)
-    u, i, t = data.users[rows], data.items[rows], data.timestamps[rows]
-    order = np.lexsort((rows, t, i, u))  # by pair, then time, then row: the last of each run wins
-    u, i = u[order], i[order]
-    last = np.r_[(u[1:] != u[:-1]) | (i[1:] != i[:-1]), True] if len(u) else np.zeros(0, bool)
+    pair = data.users[rows] * np.int64(data.n_items) + data.items[rows]  # < 2**63 for any realistic size
+    order = np.lexsort((rows, data.timestamps[rows], pair))  # by pair, then time, then row: the last of a run wins
+    pair = pair[order]
+    last = np.r_[pair[1:] != pair[:-1], True] if len(pair) else np.zeros(0, bool)
     sel = rows[order][last]
     return sp.csr_matrix((data.ratings[sel], (data.users[sel], data.items[sel])), shape=(data.n_users, data.n_items))
 

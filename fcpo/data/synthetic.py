@@ -121,51 +121,62 @@ def generate(config: SyntheticConfig) -> dict[str, np.ndarray]:
     }
 
 
-def _successive_draws(rng, cdf_of_user: np.ndarray, cdfs: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Per user ``counts[u]`` distinct items in draw order; user ``u`` draws from ``cdfs[cdf_of_user[u]]``.
+def _successive_draws(rng, cluster_of_user: np.ndarray, logw: np.ndarray, counts: np.ndarray,
+                      rounds: int = 8) -> np.ndarray:
+    """Per user ``counts[u]`` distinct items in draw order, Plackett-Luce with log-weights ``logw[cluster]``.
 
-    Successive sampling with repeats rejected is Plackett-Luce sampling without
-    replacement.  Vectorised over all users; a few rounds top up users whose
-    draws had too many repeats.
+    Successive draws with repeats rejected *is* Plackett-Luce sampling without
+    replacement; it is vectorised over all users for ``rounds`` rounds.  Users
+    whose counts are near the catalogue size (rejection gets slow) finish with
+    the exact Gumbel top-k over the items they do not have yet, which continues
+    the same law.
     """
-    n_users, n_items = len(counts), cdfs.shape[1]
-    have = np.zeros(n_users, dtype=np.int64)
-    got_users, got_items, got_order = [], [], []
+    n_users, n_items = len(counts), logw.shape[1]
+    w = np.exp(logw - logw.max(axis=1, keepdims=True))
+    cdfs = np.cumsum(w, axis=1)
+    cdfs /= cdfs[:, -1:]
+    kept_u, kept_i, kept_o = (np.zeros(0, np.int64),) * 3
     order_base = 0
     need = counts.copy()
-    for _ in range(60):
+    for _ in range(rounds):
         todo = np.flatnonzero(need > 0)
         if len(todo) == 0:
             break
-        m = np.ceil(need[todo] * 1.3).astype(np.int64) + 4
-        users = np.repeat(todo, m)
-        draws = np.empty(len(users), dtype=np.int64)
-        u_cdf = cdf_of_user[users]
+        users = np.repeat(todo, np.ceil(need[todo] * 1.3).astype(np.int64) + 4)
         r = rng.random(len(users))
-        for c in np.unique(u_cdf):  # one searchsorted per taste cluster
-            sel = u_cdf == c
+        draws = np.empty(len(users), dtype=np.int64)
+        u_cluster = cluster_of_user[users]
+        for c in np.unique(u_cluster):  # one searchsorted per taste cluster
+            sel = u_cluster == c
             draws[sel] = np.minimum(np.searchsorted(cdfs[c], r[sel], side="right"), n_items - 1)
-        order = order_base + np.arange(len(users))
+        all_u, all_i = np.r_[kept_u, users], np.r_[kept_i, draws]
+        all_o = np.r_[kept_o, order_base + np.arange(len(users))]
         order_base += len(users)
-        got_users.append(users)
-        got_items.append(draws)
-        got_order.append(order)
-        all_u, all_i, all_o = (np.concatenate(x) for x in (got_users, got_items, got_order))
-        keys = all_u * n_items + all_i
-        _, first = np.unique(keys, return_index=True)  # first draw of each (user, item)
+        _, first = np.unique(all_u * n_items + all_i, return_index=True)  # the first draw of each (user, item)
         first = first[np.argsort(all_o[first], kind="stable")]
-        got_users, got_items, got_order = [all_u[first]], [all_i[first]], [all_o[first]]
-        have = np.bincount(all_u[first], minlength=n_users)
-        need = np.maximum(counts - have, 0)
-    u, i, o = got_users[0], got_items[0], got_order[0]
-    sort = np.lexsort((o, u))
-    u, i = u[sort], i[sort]
-    start = np.r_[0, np.cumsum(np.bincount(u, minlength=n_users))[:-1]]
-    rank = np.arange(len(u)) - start[u]
-    keep = rank < counts[u]
-    if np.any(np.bincount(u[keep], minlength=n_users) < counts):
-        raise RuntimeError("synthetic: successive sampling did not reach every user's count; lower the counts")
-    return i[keep]
+        kept_u, kept_i, kept_o = all_u[first], all_i[first], all_o[first]
+        need = np.maximum(counts - np.bincount(kept_u, minlength=n_users), 0)
+    sort = np.lexsort((kept_o, kept_u))
+    kept_u, kept_i = kept_u[sort], kept_i[sort]
+    start = np.r_[0, np.cumsum(np.bincount(kept_u, minlength=n_users))[:-1]]
+    keep = (np.arange(len(kept_u)) - start[kept_u]) < counts[kept_u]
+    kept_u, kept_i = kept_u[keep], kept_i[keep]
+    left = np.flatnonzero(need > 0)
+    if len(left) == 0:
+        return kept_i
+    extra_u, extra_i = [], []
+    for lo in range(0, len(left), 256):  # exact Gumbel top-k over the items each straggler does not have yet
+        rows = left[lo:lo + 256]
+        keys = logw[cluster_of_user[rows]] + rng.gumbel(size=(len(rows), n_items))
+        have = np.isin(kept_u, rows)
+        keys[np.searchsorted(rows, kept_u[have]), kept_i[have]] = -np.inf
+        top = np.argsort(-keys, axis=1)
+        take = np.arange(n_items)[None, :] < need[rows][:, None]
+        extra_u.append(np.repeat(rows, need[rows]))
+        extra_i.append(top[take])
+    all_u = np.r_[kept_u, np.concatenate(extra_u)]
+    all_i = np.r_[kept_i, np.concatenate(extra_i)]
+    return all_i[np.argsort(all_u, kind="stable")]
 
 
 def _generate_successive(config: SyntheticConfig) -> dict[str, np.ndarray]:
@@ -180,10 +191,7 @@ def _generate_successive(config: SyntheticConfig) -> dict[str, np.ndarray]:
                         rng.lognormal(np.log(config.mean_ratings_per_user) - 0.3, 0.75, n_u)).astype(np.int64)
     counts = np.minimum(counts, n_i // 2)
     logits = log_pop[None, :] + config.taste_strength * affinity[:, item_cluster]  # [n_c, n_i]
-    weights = np.exp(logits - logits.max(axis=1, keepdims=True))
-    cdfs = np.cumsum(weights, axis=1)
-    cdfs /= cdfs[:, -1:]
-    chosen = _successive_draws(rng, user_cluster, cdfs, counts)
+    chosen = _successive_draws(rng, user_cluster, logits, counts)
     u = np.repeat(np.arange(n_u), counts)
     a = affinity[user_cluster[u], item_cluster[chosen]]
     score = 2.4 + 1.6 * a + 0.25 * (log_pop[chosen] - log_pop.mean()) + rng.normal(0, 0.8, len(u))
