@@ -281,3 +281,18 @@ def test_source_fingerprint_follows_file_content_and_options(tmp_path):
     path.write_text("u,i\n1,3\n")
     assert source_fingerprint(path, columns="user=u,item=i") != a
     assert source_fingerprint("ml-1m") == source_fingerprint("ml-1m") != source_fingerprint("ml-100k")
+
+
+def test_gzipped_table_and_corrupt_gzip(tmp_path):
+    import gzip
+
+    (tmp_path / "r.csv.gz").write_bytes(gzip.compress(AMAZON.encode()))
+    assert load_dataset(tmp_path / "r.csv.gz", columns=AMAZON_COLUMNS).n_ratings == 4
+    (tmp_path / "bad.csv.gz").write_bytes(gzip.compress(AMAZON.encode())[:40])
+    with pytest.raises(DataFormatError, match=r"bad.csv.gz: corrupt or truncated gzip file"):
+        load_dataset(tmp_path / "bad.csv.gz", columns=AMAZON_COLUMNS)
+
+
+def test_registered_names_take_no_columns():
+    with pytest.raises(ValueError, match="columns/table options apply to data files"):
+        load_dataset("ml-1m", columns="user=a,item=b")
