@@ -296,3 +296,10 @@ def test_gzipped_table_and_corrupt_gzip(tmp_path):
 def test_registered_names_take_no_columns():
     with pytest.raises(ValueError, match="columns/table options apply to data files"):
         load_dataset("ml-1m", columns="user=a,item=b")
+
+
+def test_leading_zero_ids_stay_distinct_strings(tmp_path):
+    path = _csv(tmp_path, "u,i\n007,1\n7,1\n+7,2\n")
+    d = load_table(path, "user=u,item=i", cache=False)
+    assert d.user_raw_ids.tolist() == ["+7", "007", "7"] and d.n_users == 3
+    assert load_table(path, "user=u,item=i", cache=False, integer_ids=True).user_raw_ids.tolist() == [7]

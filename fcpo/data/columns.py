@@ -9,9 +9,11 @@ file, or already typed values from Parquet / a DataFrame) and raise
 :class:`~fcpo.data.fileio.DataFormatError` naming the source, the column and the
 line (files) or row (DataFrames) of the first bad value:
 
-* ids are parsed exactly: integer literals become int64 (never through
+* ids are parsed exactly: when every id of a column is a canonical integer
+  literal (no sign but ``-``, no leading zero) they become int64 (never through
   float64, so ``"2.5"`` is not user 2 and ids above 2**53 stay distinct);
-  anything else keeps the ids as strings, unless ``integer_ids`` demands integers;
+  otherwise the column keeps its ids as strings (``"007"`` stays distinct from
+  ``"7"``), unless ``integer_ids`` demands integers (then ``"2.5"`` is an error);
 * ratings must be finite numbers;
 * timestamps are integers (unix seconds), decimals (floored) or ISO-8601 dates
   (converted to unix seconds, UTC when no zone is given).
@@ -28,7 +30,8 @@ from fcpo.data.fileio import DataFormatError
 
 ROLES = ("user", "item", "rating", "timestamp")
 REQUIRED_ROLES = ("user", "item")
-_INT_RE = r"\s*[+-]?\d+\s*"
+_INT_RE = r"[+-]?\d+"
+_CANONICAL_INT_RE = r"-?(?:0|[1-9]\d*)"
 
 
 @dataclass(frozen=True)
@@ -155,12 +158,16 @@ def parse_ids(s: pd.Series, column: str, where: Where, integer_ids: bool = False
         raise DataFormatError(f"{where(0, column)}: ids are booleans")
     else:
         text = _as_strings(s)
-        is_int = text.str.fullmatch(_INT_RE).fillna(False).to_numpy(dtype=bool)
-        if not is_int.all():
-            if integer_ids:
+        # canonical integers only: '007' / '+7' stay strings (else they would merge with '7')
+        canonical = text.str.fullmatch(_CANONICAL_INT_RE).fillna(False).to_numpy(dtype=bool)
+        if not canonical.all():
+            if not integer_ids:
+                return text.to_numpy(dtype=str)
+            is_int = text.str.fullmatch(_INT_RE).fillna(False).to_numpy(dtype=bool)
+            if not is_int.all():
                 row = _first(~is_int)
                 raise DataFormatError(f"{where(row, column)}: id {text.iloc[row]!r} is not an integer")
-            return text.to_numpy(dtype=str)
+            text = text.str.lstrip("+")
         try:
             values = text.astype("int64").to_numpy(dtype=np.int64)
         except (OverflowError, ValueError, TypeError) as exc:  # beyond int64
