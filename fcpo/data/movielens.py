@@ -80,8 +80,12 @@ def _split_strings(path: Path, sep: str, n_fields: int) -> pd.DataFrame:
             pass  # locate the bad line below
     except ImportError:
         try:
-            return pd.read_csv(io.BytesIO(raw), sep="\t", header=None, names=names, dtype=str, keep_default_na=False,
-                               quoting=3, encoding="latin-1")
+            frame = pd.read_csv(io.BytesIO(raw), sep="\t", header=None, names=names, dtype=str,
+                                keep_default_na=False, na_values=[], quoting=3, encoding="latin-1")
+            last = frame[names[-1]]
+            if (last.isna() | last.eq("")).any():  # pandas pads short lines: name the first one, if any
+                _lines(path, sep, n_fields)
+            return frame
         except (ValueError, pd.errors.ParserError):
             pass
     _lines(path, sep, n_fields)  # raises with the line number of the first line with too few fields
