@@ -303,3 +303,19 @@ def test_leading_zero_ids_stay_distinct_strings(tmp_path):
     d = load_table(path, "user=u,item=i", cache=False)
     assert d.user_raw_ids.tolist() == ["+7", "007", "7"] and d.n_users == 3
     assert load_table(path, "user=u,item=i", cache=False, integer_ids=True).user_raw_ids.tolist() == [7]
+
+
+def test_csv_without_pyarrow_gives_the_same_data(tmp_path, monkeypatch):
+    import sys
+
+    path = tmp_path / "reviews.csv"
+    path.write_text(_amazon_log(n_users=5))
+    with_arrow = load_table(path, AMAZON_COLUMNS, cache=False)
+    for mod in ("pyarrow", "pyarrow.csv", "pyarrow.parquet"):
+        monkeypatch.setitem(sys.modules, mod, None)  # import pyarrow -> ImportError: the pandas path
+    without = load_table(path, AMAZON_COLUMNS, cache=False)
+    for field in ("users", "items", "ratings", "timestamps", "user_raw_ids", "item_raw_ids"):
+        assert np.array_equal(getattr(with_arrow, field), getattr(without, field)), field
+    bad = _csv(tmp_path, "u,i,r\n1,2,5\n1,3,great\n")
+    with pytest.raises(DataFormatError, match=r"log.csv, line 3, column 'r': rating 'great' is not a number"):
+        load_table(bad, "user=u,item=i,rating=r", cache=False)
