@@ -129,9 +129,11 @@ def _as_strings(s: pd.Series) -> pd.Series:
     if isinstance(s.dtype, pd.ArrowDtype) and "string" in str(s.dtype):
         return s.str.strip()
     try:
+        import pyarrow  # noqa: F401  (arrow-backed strings: vectorised, compact)
+
         return s.astype("string[pyarrow]").str.strip()
     except (ImportError, TypeError, ValueError):
-        return s.astype("string").str.strip()
+        return s.astype("string[python]").str.strip()
 
 
 def parse_ids(s: pd.Series, column: str, where: Where, integer_ids: bool = False,
