@@ -9,8 +9,8 @@ each peak RSS is that phase's own):
 1. ``generate``: the synthetic generator (successive sampler, vectorised) writes
    the log as ``user,item,rating,timestamp`` CSV;
 2. ``first``: ``fcpo.data.load_table`` on an empty processed cache (parse, dense
-   ids, duplicate check, cache write) + ``fcpo_split``;
-3. ``cached``: the same call in a fresh process (file hash + cache read) + the split.
+   ids, duplicate check, cache write) + ``cached_split`` (FCPO split, cache write);
+3. ``cached``: the same calls in a fresh process (file hash + cache reads).
 
 Targets at full scale: first load+split <= 90 s, cached load <= 10 s, peak RSS <= 6 GB.
 Prints a table and writes JSON (``--out``).
@@ -56,12 +56,12 @@ def phase(name: str, workdir: Path, scale: float) -> dict:
         write_synthetic_table(csv, _config(scale), items_path=workdir / "items.csv")
         return {"generate_and_write_csv_s": time.perf_counter() - t0, "csv_bytes": csv.stat().st_size,
                 "peak_rss_gb": _peak_rss_gb()}
-    from fcpo.data import fcpo_split, load_table
+    from fcpo.data import cached_split, load_table
 
     t0 = time.perf_counter()
     data = load_table(csv, COLUMNS)
     t_load = time.perf_counter() - t0
-    split = fcpo_split(data, n_initial=5, threshold=4.0)
+    split = cached_split(data, "fcpo", n_initial=5, threshold=4.0)
     t_all = time.perf_counter() - t0
     return {"load_s": t_load, "split_s": t_all - t_load, "load_and_split_s": t_all, "users": data.n_users,
             "items": data.n_items, "interactions": data.n_ratings, "episode_users": split.n_episode_users,

@@ -149,3 +149,27 @@ def test_write_synthetic_reuses_a_complete_folder_and_replaces_a_stale_one(tmp_p
     assert (folder / "synthetic.json").is_file()
     assert load_dataset("synthetic", data_dir=folder).n_users == 60
     assert sorted(p.name for p in tmp_path.iterdir()) == [".s.lock", "s"]
+
+
+def test_cached_split_round_trips_exactly(tmp_path, monkeypatch):
+    from fcpo.data import fcpo_split
+    from fcpo.data import split as S
+
+    path = _log(tmp_path / "log.csv")
+    data = load_table(path, COLS, cache=False)
+    fresh = fcpo_split(data, n_initial=3, threshold=3.0)
+    first = C.cached_split(data, "fcpo", n_initial=3, threshold=3.0, folder=tmp_path / "c")
+    monkeypatch.setattr(S, "split_dataset", lambda *a, **k: pytest.fail("split again despite the cache"))
+    again = C.cached_split(data, "fcpo", n_initial=3, threshold=3.0, folder=tmp_path / "c")
+    for s in (first, again):
+        for name in ("user_ids", "train_initial", "test_initial", "train_mask"):
+            assert np.array_equal(getattr(s, name), getattr(fresh, name)), name
+        for name in ("train_targets", "test_targets"):
+            assert np.array_equal(getattr(s, name).indptr, getattr(fresh, name).indptr)
+            assert np.array_equal(getattr(s, name).values, getattr(fresh, name).values)
+        for name in ("train_ratings", "test_ratings"):
+            assert (getattr(s, name) != getattr(fresh, name)).nnz == 0
+        assert (s.threshold, s.n_initial, s.dropped_users) == (3.0, 3, fresh.dropped_users)
+    monkeypatch.undo()
+    other = C.cached_split(data, "leave-one-out", n_initial=3, threshold=3.0, folder=tmp_path / "c")
+    assert other.protocol == "leave-one-out" and len(list((tmp_path / "c").glob("split-*.npz"))) == 2

@@ -1,5 +1,6 @@
 """Data: any interaction table, MovieLens readers, the data set registry, download, caches, splits, groups,
 embeddings, synthetic data."""
+from fcpo.data.cache import cached_split
 from fcpo.data.columns import ColumnMap, parse_columns
 from fcpo.data.dataset import RatingsData
 from fcpo.data.download import download_dataset
@@ -20,5 +21,5 @@ __all__ = [
     "Ragged", "fcpo_split", "leave_one_out_split", "split_dataset", "SyntheticConfig", "write_synthetic",
     "write_synthetic_table", "download_dataset", "Embeddings", "MFConfig", "load_embeddings", "mf_scores", "train_mf",
     "ColumnMap", "parse_columns", "DataFormatError", "load_table", "read_item_metadata", "load_recbole",
-    "REGISTRY", "DatasetEntry", "list_datasets", "register_dataset",
+    "REGISTRY", "DatasetEntry", "list_datasets", "register_dataset", "cached_split",
 ]

@@ -143,3 +143,86 @@ def cached_ratings(key: str, build: Callable[[], RatingsData], folder: str | os.
         save_ratings(path, data, key)
         log.info("cached %s as %s", data.name, path)
     return data
+
+
+# ---------------------------------------------------------------- episode splits
+
+def _split_arrays(split) -> dict[str, np.ndarray]:
+    out = {"user_ids": split.user_ids, "train_initial": split.train_initial, "test_initial": split.test_initial,
+           "train_targets_indptr": split.train_targets.indptr, "train_targets_values": split.train_targets.values,
+           "test_targets_indptr": split.test_targets.indptr, "test_targets_values": split.test_targets.values,
+           "train_mask": np.packbits(split.train_mask)}
+    for part in ("train_ratings", "test_ratings"):
+        m = getattr(split, part)
+        out.update({f"{part}_data": m.data, f"{part}_indices": m.indices, f"{part}_indptr": m.indptr})
+    return out
+
+
+def save_split(path: Path, split, key: str, n_ratings: int) -> None:
+    header = {"key": key, "protocol": split.protocol, "n_users": split.n_users, "n_items": split.n_items,
+              "n_initial": split.n_initial, "threshold": split.threshold, "dropped_users": split.dropped_users,
+              "n_ratings": n_ratings}
+    atomic_write(path, lambda fh: np.savez(fh, header=np.array(json.dumps(header)), **_split_arrays(split)))
+
+
+def load_split(path: Path, key: str):
+    import scipy.sparse as sp
+
+    from fcpo.data.split import EpisodeSplit, Ragged
+
+    with np.load(path, allow_pickle=False) as z:
+        h = json.loads(str(z["header"]))
+        if h["key"] != key:
+            raise ValueError(f"key {h['key']!r} != {key!r}")
+        shape = (h["n_users"], h["n_items"])
+        mats = {p: sp.csr_matrix((z[f"{p}_data"], z[f"{p}_indices"], z[f"{p}_indptr"]), shape=shape)
+                for p in ("train_ratings", "test_ratings")}
+        return EpisodeSplit(
+            protocol=h["protocol"], n_users=h["n_users"], n_items=h["n_items"], n_initial=h["n_initial"],
+            threshold=h["threshold"], user_ids=z["user_ids"], train_initial=z["train_initial"],
+            train_targets=Ragged(z["train_targets_indptr"], z["train_targets_values"]),
+            test_initial=z["test_initial"], test_targets=Ragged(z["test_targets_indptr"], z["test_targets_values"]),
+            train_mask=np.unpackbits(z["train_mask"], count=h["n_ratings"]).astype(bool),
+            train_ratings=mats["train_ratings"], test_ratings=mats["test_ratings"], dropped_users=h["dropped_users"])
+
+
+def cached_split(data: RatingsData, protocol: str = "fcpo", n_initial: int = 5, threshold: float | None = None,
+                 train_ratio: float = 0.8, folder: str | os.PathLike | None = None):
+    """:func:`fcpo.data.split.split_dataset` through the cache, keyed by the data's content and the arguments.
+
+    The key hashes the interaction arrays (:func:`fcpo.data.embeddings.data_digest`), so it is valid for
+    data from any source; same locking and atomic write as :func:`cached_ratings`.
+    """
+    from fcpo.data.embeddings import data_digest
+    from fcpo.data.split import resolve_threshold, split_dataset
+
+    t = resolve_threshold(data, threshold)
+    args = {"protocol": protocol, "n_initial": int(n_initial), "threshold": t,
+            "train_ratio": float(train_ratio) if protocol == "fcpo" else None}
+    key = hashlib.sha256(f"fcpo-split-v{CACHE_VERSION}\n{data_digest(data)}\n{json.dumps(args, sort_keys=True)}"
+                         .encode()).hexdigest()[:32]
+    folder = Path(folder) if folder is not None else processed_dir()
+    path = folder / f"split-{key}.npz"
+
+    def attempt():
+        if not path.exists():
+            return None
+        try:
+            split = load_split(path, key)
+            if len(split.train_mask) != data.n_ratings:
+                raise ValueError("split of other data")
+            return split
+        except _READ_ERRORS as exc:
+            log.warning("split cache %s is unreadable (%s); rebuilding it", path, exc)
+            path.unlink(missing_ok=True)
+            return None
+
+    split = attempt()
+    if split is not None:
+        return split
+    with exclusive_lock(folder / f"split-{key}.lock"):
+        split = attempt()
+        if split is None:
+            split = split_dataset(data, protocol, n_initial=n_initial, threshold=t, train_ratio=train_ratio)
+            save_split(path, split, key, data.n_ratings)
+    return split
