@@ -319,3 +319,10 @@ def test_csv_without_pyarrow_gives_the_same_data(tmp_path, monkeypatch):
     bad = _csv(tmp_path, "u,i,r\n1,2,5\n1,3,great\n")
     with pytest.raises(DataFormatError, match=r"log.csv, line 3, column 'r': rating 'great' is not a number"):
         load_table(bad, "user=u,item=i,rating=r", cache=False)
+
+
+def test_metadata_with_duplicate_ids_uses_the_first_row(tmp_path):
+    (tmp_path / "r.csv").write_text("u,i\n1,7\n1,8\n")
+    (tmp_path / "m.csv").write_text("item,title\n8,Eight\n7,Seven\n8,Other eight\n")
+    d = load_table(tmp_path / "r.csv", "user=u,item=i", item_metadata=tmp_path / "m.csv", cache=False)
+    assert d.item_titles.tolist() == ["Seven", "Eight"]

@@ -248,9 +248,9 @@ def _match(raw_ids: np.ndarray, table_ids: np.ndarray) -> np.ndarray:
         dup = index[index.duplicated()]
         log.warning("item metadata: %d duplicate item id(s) (first %r); the first row of each is used",
                     len(dup), dup[0])
-        keep = ~index.duplicated(keep="first")
-        rows = np.flatnonzero(keep)
-        return np.where((pos := pd.Index(table_ids[keep]).get_indexer(raw_ids)) >= 0, rows[pos], -1)
+        rows = np.flatnonzero(~index.duplicated(keep="first"))
+        pos = pd.Index(table_ids[rows]).get_indexer(raw_ids)
+        return np.where(pos >= 0, rows[pos], -1)
     return index.get_indexer(raw_ids)
 
 
