@@ -326,3 +326,11 @@ def test_metadata_with_duplicate_ids_uses_the_first_row(tmp_path):
     (tmp_path / "m.csv").write_text("item,title\n8,Eight\n7,Seven\n8,Other eight\n")
     d = load_table(tmp_path / "r.csv", "user=u,item=i", item_metadata=tmp_path / "m.csv", cache=False)
     assert d.item_titles.tolist() == ["Seven", "Eight"]
+
+
+def test_dataframe_with_nullable_and_categorical_columns():
+    frame = pd.DataFrame({"u": pd.array([3, 1, 3], dtype="Int64"), "i": pd.Categorical(["b", "a", "a"]),
+                          "r": [4.0, 5.0, 3.0]})
+    d = load_table(frame, "user=u,item=i,rating=r")
+    assert d.user_raw_ids.tolist() == [1, 3] and d.item_raw_ids.tolist() == ["a", "b"]
+    assert d.users.tolist() == [1, 0, 1] and d.items.tolist() == [1, 0, 0]

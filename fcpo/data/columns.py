@@ -109,19 +109,19 @@ def _first(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
-def _blank(s: pd.Series) -> np.ndarray:
+def _is_text(s: pd.Series) -> bool:
+    return s.dtype == object or isinstance(s.dtype, (pd.StringDtype, pd.ArrowDtype))
+
+
+def _check_not_blank(s: pd.Series, column: str, where: Where, what: str) -> pd.Series | None:
+    """Raise on the first missing or empty value; return the stripped text of a text column (else None)."""
     missing = s.isna().to_numpy(dtype=bool, copy=True)
-    if s.dtype == object or isinstance(s.dtype, (pd.StringDtype, pd.ArrowDtype)):
-        text = _as_strings(s)
+    text = _as_strings(s) if _is_text(s) else None
+    if text is not None:
         missing |= text.eq("").fillna(True).to_numpy(dtype=bool, copy=True)
-    return missing
-
-
-def _check_not_blank(s: pd.Series, column: str, where: Where, what: str) -> None:
-    blank = _blank(s)
-    if blank.any():
-        row = _first(blank)
-        raise DataFormatError(f"{where(row, column)}: empty {what}")
+    if missing.any():
+        raise DataFormatError(f"{where(_first(missing), column)}: empty {what}")
+    return text
 
 
 def _as_strings(s: pd.Series) -> pd.Series:
@@ -142,7 +142,7 @@ def parse_ids(s: pd.Series, column: str, where: Where, integer_ids: bool = False
 
     ``integer_ids`` rejects non-integer ids (naming the first); ``nonnegative`` rejects negative ones.
     """
-    _check_not_blank(s, column, where, "id")
+    text = _check_not_blank(s, column, where, "id")
     kind = s.dtype.kind if isinstance(s.dtype, np.dtype) else "T"  # T: text (object / string / arrow)
     if kind in "iu":
         values = s.to_numpy()
@@ -159,7 +159,7 @@ def parse_ids(s: pd.Series, column: str, where: Where, integer_ids: bool = False
     elif kind == "b":
         raise DataFormatError(f"{where(0, column)}: ids are booleans")
     else:
-        text = _as_strings(s)
+        text = text if text is not None else _as_strings(s)  # e.g. nullable Int64, categorical
         # canonical integers only: '007' / '+7' stay strings (else they would merge with '7')
         canonical = text.str.fullmatch(_CANONICAL_INT_RE).fillna(False).to_numpy(dtype=bool)
         if not canonical.all():
@@ -184,11 +184,11 @@ def parse_ids(s: pd.Series, column: str, where: Where, integer_ids: bool = False
 
 def parse_ratings(s: pd.Series, column: str, where: Where) -> np.ndarray:
     """Finite float32 ratings."""
-    _check_not_blank(s, column, where, "rating")
+    text = _check_not_blank(s, column, where, "rating")
     if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iuf":
         values = s.to_numpy(dtype=np.float64)
     else:
-        text = _as_strings(s)
+        text = text if text is not None else _as_strings(s)
         try:
             values = text.astype("float64").to_numpy(dtype=np.float64)
         except (ValueError, TypeError):
@@ -204,7 +204,7 @@ def parse_ratings(s: pd.Series, column: str, where: Where) -> np.ndarray:
 
 def parse_timestamps(s: pd.Series, column: str, where: Where) -> np.ndarray:
     """int64 unix seconds from integers, decimals (floored) or ISO-8601 dates/datetimes."""
-    _check_not_blank(s, column, where, "timestamp")
+    text = _check_not_blank(s, column, where, "timestamp")
     if isinstance(s.dtype, pd.DatetimeTZDtype) or (isinstance(s.dtype, np.dtype) and s.dtype.kind == "M"):
         return _datetime_seconds(pd.to_datetime(s, utc=True))
     if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu":
@@ -217,7 +217,7 @@ def parse_timestamps(s: pd.Series, column: str, where: Where) -> np.ndarray:
         return np.floor(values).astype(np.int64)
     if isinstance(s.dtype, pd.ArrowDtype) and "timestamp" in str(s.dtype):
         return _datetime_seconds(pd.to_datetime(s.astype(object), utc=True))
-    text = _as_strings(s)
+    text = text if text is not None else _as_strings(s)
     for dtype in ("int64", "float64"):
         try:
             values = text.astype(dtype).to_numpy(dtype=dtype)
