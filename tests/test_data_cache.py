@@ -93,9 +93,15 @@ while time.time() < start:  # all workers leave the barrier together, imports do
 if kind == "table":
     counted(T, "_build_from")
     d = D.load_table(sys.argv[4], "user=user,item=item,rating=rating,timestamp=ts")
-else:
+elif kind == "synthetic":
     counted(S, "generate")
     d = D.load_dataset("synthetic", synthetic=D.SyntheticConfig(n_users=400, n_items=500, seed=7))
+else:
+    from fcpo.data import embeddings as E
+    counted(E, "train_mf")
+    d = D.load_dataset("synthetic", synthetic=D.SyntheticConfig(n_users=100, n_items=120, min_ratings_per_user=10))
+    emb = E.load_embeddings(d, D.fcpo_split(d), E.MFConfig(dim=4, epochs=3), progress=False)
+    (out / f"{os.getpid()}.emb.npy").write_bytes(emb.item.tobytes())
 from fcpo.data.embeddings import data_digest
 (out / f"{os.getpid()}.json").write_text(json.dumps({"digest": data_digest(d), "n": d.n_ratings}))
 """
@@ -173,3 +179,11 @@ def test_cached_split_round_trips_exactly(tmp_path, monkeypatch):
     monkeypatch.undo()
     other = C.cached_split(data, "leave-one-out", n_initial=3, threshold=3.0, folder=tmp_path / "c")
     assert other.protocol == "leave-one-out" and len(list((tmp_path / "c").glob("split-*.npz"))) == 2
+
+
+def test_concurrent_embedding_training_happens_once(tmp_path):
+    cache, builds = _race(tmp_path, "embeddings", n_workers=3)
+    assert len(builds) == 1  # one process trained; the others read its file
+    items = [p.read_bytes() for p in (tmp_path / "out").glob("*.emb.npy")]
+    assert len(items) == 3 and len(set(items)) == 1
+    assert [p.suffix for p in (cache / "embeddings").iterdir()] == [".npz"]
