@@ -136,6 +136,26 @@ def _as_strings(s: pd.Series) -> pd.Series:
         return s.astype("string[python]").str.strip()
 
 
+def _cast(text: pd.Series, dtype: str) -> np.ndarray:
+    """Text -> int64 / float64 numpy; arrow's C++ cast when the strings are arrow-backed (10x pandas' astype).
+
+    Raises ValueError when a value does not convert.
+    """
+    if hasattr(text.array, "__arrow_array__"):
+        try:
+            import pyarrow as pa
+            import pyarrow.compute as pc
+        except ImportError:
+            pass
+        else:
+            try:
+                cast = pc.cast(pa.array(text.array), getattr(pa, dtype)())
+                return np.asarray(cast.to_numpy(zero_copy_only=False), dtype=dtype)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+                raise ValueError(str(exc)) from None
+    return text.astype(dtype).to_numpy(dtype=dtype)
+
+
 def parse_ids(s: pd.Series, column: str, where: Where, integer_ids: bool = False,
               nonnegative: bool = False) -> np.ndarray:
     """Exact ids: an int64 array when every id is an integer literal, else a str array.
@@ -171,7 +191,7 @@ def parse_ids(s: pd.Series, column: str, where: Where, integer_ids: bool = False
                 raise DataFormatError(f"{where(row, column)}: id {text.iloc[row]!r} is not an integer")
             text = text.str.lstrip("+")
         try:
-            values = text.astype("int64").to_numpy(dtype=np.int64)
+            values = _cast(text, "int64")
         except (OverflowError, ValueError, TypeError) as exc:  # beyond int64
             big = text.str.len().to_numpy() > 18
             row = _first(big) if big.any() else 0
@@ -190,7 +210,7 @@ def parse_ratings(s: pd.Series, column: str, where: Where) -> np.ndarray:
     else:
         text = text if text is not None else _as_strings(s)
         try:
-            values = text.astype("float64").to_numpy(dtype=np.float64)
+            values = _cast(text, "float64")
         except (ValueError, TypeError):
             coerced = pd.to_numeric(text.astype(object), errors="coerce").to_numpy(dtype=np.float64)
             row = _first(np.isnan(coerced))
@@ -220,7 +240,7 @@ def parse_timestamps(s: pd.Series, column: str, where: Where) -> np.ndarray:
     text = text if text is not None else _as_strings(s)
     for dtype in ("int64", "float64"):
         try:
-            values = text.astype(dtype).to_numpy(dtype=dtype)
+            values = _cast(text, dtype)
         except (ValueError, TypeError, OverflowError):
             continue
         if dtype == "float64":
