@@ -130,3 +130,18 @@ def test_synthetic_is_deterministic_long_tailed_and_clustered(tmp_path):
     assert a["ratings"][same].mean() > a["ratings"][~same].mean() + 0.5
     d = load_dataset("synthetic", data_dir=__import__("fcpo.data.synthetic", fromlist=["x"]).write_synthetic(tmp_path / "s", cfg))
     assert d.n_ratings == len(a["users"]) and d.item_titles[0].startswith("The ")
+
+
+def test_successive_sampler_matches_the_gumbel_law():
+    """Both samplers draw Plackett-Luce without replacement: same counts, distinct items, same taste statistics."""
+    kw = dict(n_users=1500, n_items=300, mean_ratings_per_user=80, seed=5)  # many users near the n_items/2 cap
+    a, b = generate(SyntheticConfig(sampler="successive", **kw)), generate(SyntheticConfig(sampler="gumbel", **kw))
+    assert np.array_equal(np.bincount(a["users"]), np.bincount(b["users"]))  # same per-user counts
+    keys = a["users"] * 300 + a["items"]
+    assert len(np.unique(keys)) == len(keys)  # without replacement
+    share = [(g["user_cluster"][g["users"]] == g["item_cluster"][g["items"]]).mean() for g in (a, b)]
+    assert abs(share[0] - share[1]) < 0.01 and share[0] > 2 / 8
+    pop = [np.sort(np.bincount(g["items"], minlength=300))[::-1][:30].sum() / len(g["items"]) for g in (a, b)]
+    assert abs(pop[0] - pop[1]) < 0.01
+    assert SyntheticConfig(n_users=20_000, n_items=20_000).resolved_sampler() == "successive"
+    assert SyntheticConfig().resolved_sampler() == "gumbel"

@@ -9,11 +9,17 @@ import pandas as pd
 
 @dataclass(frozen=True)
 class RatingsData:
-    """Explicit-feedback interactions with dense 0-based ids.
+    """Interactions with dense 0-based ids.
 
     Arrays ``users``, ``items``, ``ratings`` and ``timestamps`` are parallel (one
-    entry per rating, in file order).  ``user_raw_ids[u]`` / ``item_raw_ids[i]``
-    map dense ids back to the ids in the source files.
+    entry per interaction, in file order).  ``user_raw_ids[u]`` / ``item_raw_ids[i]``
+    map dense ids back to the ids in the source files: int64 when every source id
+    is an integer, else strings (numpy unicode); either way sorted, so dense id
+    order is raw id order.
+
+    ``implicit`` marks a log without ratings: every interaction is a positive
+    with rating 1.0, and ``positive_threshold`` (1.0 then) is the threshold the
+    splits use when none is given.  ``source`` names the file(s) it was read from.
     """
 
     name: str
@@ -21,12 +27,15 @@ class RatingsData:
     items: np.ndarray  # int64, dense item id per rating
     ratings: np.ndarray  # float32
     timestamps: np.ndarray  # int64, unix seconds
-    user_raw_ids: np.ndarray  # int64 [n_users]
-    item_raw_ids: np.ndarray  # int64 [n_items]
+    user_raw_ids: np.ndarray  # int64 or str [n_users], sorted
+    item_raw_ids: np.ndarray  # int64 or str [n_items], sorted
     item_titles: np.ndarray  # object (str) [n_items]
     item_genres: np.ndarray  # bool [n_items, n_genres], multi-label
     genre_names: tuple[str, ...]
     user_attributes: pd.DataFrame = field(repr=False)  # indexed by dense user id
+    source: str = ""  # file(s) or generator it came from, for messages
+    implicit: bool = False  # True: no ratings in the source, every interaction is a positive (rating 1.0)
+    positive_threshold: float | None = None  # the data set's own positive threshold (None: the caller's default)
 
     def __post_init__(self) -> None:
         n = len(self.users)
@@ -64,10 +73,31 @@ class RatingsData:
 
 
 def densify(raw: np.ndarray, universe: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Map raw ids to dense 0-based ids; returns (dense ids, sorted raw ids)."""
-    keys = np.unique(raw) if universe is None else np.unique(universe)
-    dense = np.searchsorted(keys, raw)
-    if universe is not None and (np.any(dense >= len(keys)) or np.any(keys[np.minimum(dense, len(keys) - 1)] != raw)):
-        missing = np.setdiff1d(raw, keys)[:5]
-        raise ValueError(f"ids {missing.tolist()} are not in the item/user table")
-    return dense.astype(np.int64), keys.astype(np.int64)
+    """Map raw ids (integers or strings) to dense 0-based ids; returns (dense ids, sorted raw ids).
+
+    Hash-based (:func:`pandas.factorize`) and then ranked, so it is O(n) in the
+    number of interactions plus a sort of the distinct ids.  With ``universe``
+    every raw id must belong to it.
+    """
+    raw = np.asarray(raw)
+    if universe is not None:
+        keys = np.unique(np.asarray(universe))
+        dense = np.searchsorted(keys, raw)
+        clipped = np.minimum(dense, max(len(keys) - 1, 0))
+        if len(keys) == 0 or np.any(keys[clipped] != raw):
+            missing = np.setdiff1d(raw, keys)[:5]
+            raise ValueError(f"ids {missing.tolist()} are not in the item/user table")
+        return dense.astype(np.int64), _raw_array(keys)
+    codes, uniques = pd.factorize(raw, sort=False)
+    uniques = _raw_array(np.asarray(uniques))
+    order = np.argsort(uniques, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[codes], uniques[order]
+
+
+def _raw_array(keys: np.ndarray) -> np.ndarray:
+    """int64 for integer ids, numpy unicode for anything else."""
+    if keys.dtype.kind in "iu":
+        return keys.astype(np.int64)
+    return keys.astype(str)

@@ -40,30 +40,20 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Source:
     url: str
-    sha256: str
+    sha256: str | None  # None: no pinned checksum (the download warns and prints the actual one)
     size: int  # bytes of the official zip (informational; the check is the SHA-256)
     marker: str  # file that the extracted folder must hold directly
 
 
-# SHA-256 of the official zips, as pinned by tensorflow/datasets
-# (tensorflow_datasets/url_checksums/movielens.txt: ml-100k.zip 4924029 bytes, ml-1m.zip 5917549 bytes).
-# The same values are pinned independently by keras-rs / tensorflow/models (MOVIELENS_ZIP_HASH for ml-1m)
-# and by several other public projects that download ml-100k.zip; their MD5s match GroupLens' published
-# ones (ml-100k 0e33842e24a9c977be4e0107933c0723, ml-1m c4d9eecfca2ab87c1945afe126590906).
-SOURCES: dict[str, Source] = {
-    "ml-1m": Source(
-        url="https://files.grouplens.org/datasets/movielens/ml-1m.zip",
-        sha256="a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
-        size=5_917_549,
-        marker="ratings.dat",
-    ),
-    "ml-100k": Source(
-        url="https://files.grouplens.org/datasets/movielens/ml-100k.zip",
-        sha256="50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
-        size=4_924_029,
-        marker="u.data",
-    ),
-}
+def _sources() -> dict[str, Source]:
+    """Downloadable entries of :mod:`fcpo.data.registry` (pins and their provenance are documented there)."""
+    from fcpo.data.registry import REGISTRY
+
+    return {name: Source(url=e.url, sha256=e.sha256, size=e.size or 0, marker=e.marker)
+            for name, e in REGISTRY.items() if e.url}
+
+
+SOURCES: dict[str, Source] = _sources()
 SKIP = "skip"  # sha256 value that disables verification
 MAX_EXTRACTED_BYTES = 4 << 30  # refuse archives that would unpack to more than 4 GiB
 _CHUNK = 1 << 16
@@ -85,13 +75,19 @@ def _env_key(name: str) -> str:
     return "FCPO_" + name.upper().replace("-", "_")  # ml-1m -> FCPO_ML_1M
 
 
-def resolve_source(name: str, url: str | None = None, sha256: str | None = None) -> tuple[str, str]:
-    """The URL and expected SHA-256 for ``name``: arguments, then environment, then the official values."""
+def resolve_source(name: str, url: str | None = None, sha256: str | None = None) -> tuple[str, str | None]:
+    """The URL and expected SHA-256 for ``name``: arguments, then environment, then the official values.
+
+    ``None`` as the SHA-256: nothing is pinned for ``name`` (not verified offline); the download then
+    proceeds with a warning giving the actual SHA-256 to pin.
+    """
     if name not in SOURCES:
         raise ValueError(f"no download known for {name!r}; choose one of {', '.join(SOURCES)}")
     key = _env_key(name)
     url = url or os.environ.get(key + "_URL") or SOURCES[name].url
     sha256 = sha256 or os.environ.get(key + "_SHA256") or SOURCES[name].sha256
+    if sha256 is None:
+        return url, None
     sha256 = sha256.strip().lower()
     if sha256 != SKIP and (len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256)):
         raise ValueError(f"{name}: expected SHA-256 must be 64 hex digits or {SKIP!r}, got {sha256!r}")
@@ -214,7 +210,10 @@ def download_dataset(name: str, cache_root: str | os.PathLike, url: str | None =
             actual = _fetch(url, out, progress, timeout, desc=f"{name}.zip")
             out.flush()
             os.fsync(out.fileno())
-        if expected == SKIP:
+        if expected is None:
+            log.warning("%s: fcpo pins no SHA-256 for this archive, so it was NOT verified; its SHA-256 is %s "
+                        "(check it against a trusted source and pin it with %s_SHA256)", name, actual, _env_key(name))
+        elif expected == SKIP:
             log.warning("%s: SHA-256 verification disabled; downloaded file has SHA-256 %s", name, actual)
         elif actual != expected:
             raise ChecksumMismatchError(

@@ -18,7 +18,8 @@ arrays can be used as states / item features as they are.
 
 :func:`load_embeddings` caches the result under
 ``cache_root()/embeddings/<key>.npz``, ``key`` = hash of the data content, the
-split's ``train_mask`` and the config; the file is written atomically and a
+split's ``train_mask`` and the config; the file is written atomically, by one
+process among concurrent ones (a lock file under ``../.locks/``), and a
 corrupted one is removed and retrained.
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from fcpo.data.dataset import RatingsData
+from fcpo.data.fileio import exclusive_lock
 from fcpo.data.split import EpisodeSplit
 
 log = logging.getLogger(__name__)
@@ -306,7 +308,10 @@ def load_embeddings(data: RatingsData, split: EpisodeSplit, config: MFConfig = M
     key = cache_key(data, split, config)
     folder = Path(cache_dir).expanduser() if cache_dir is not None else _default_cache_dir()
     path = folder / f"{key}.npz"
-    if path.exists():
+
+    def cached():
+        if not path.exists():
+            return None
         try:
             emb = _load(path, key, config, data.n_users, data.n_items)
             log.info("embeddings for %s read from %s", data.name, path)
@@ -314,8 +319,17 @@ def load_embeddings(data: RatingsData, split: EpisodeSplit, config: MFConfig = M
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
             log.warning("embeddings cache %s is unreadable (%s); removing it and retraining", path, exc)
             path.unlink(missing_ok=True)
-    emb = train_mf(split, config, progress=progress)
-    _save(path, emb, key)
+            return None
+
+    emb = cached()
+    if emb is not None:
+        return emb
+    # one trainer among concurrent processes: the others wait, then read its file (lock kept outside the folder)
+    with exclusive_lock(folder.parent / ".locks" / f"{folder.name}-{key}.lock"):
+        emb = cached()
+        if emb is None:
+            emb = train_mf(split, config, progress=progress)
+            _save(path, emb, key)
     return emb
 
 

@@ -6,6 +6,13 @@ the remaining positives are split ``train_ratio : 1 - train_ratio`` in time orde
 into train and test targets, and the test initial state is the last
 ``n_initial`` train positives.  ``leave_one_out_split`` keeps the last positive
 as the single test target.  Everything is vectorised over all ratings.
+
+``threshold=None`` uses the data set's own positive threshold
+(``RatingsData.positive_threshold``: 1.0 for implicit logs) or 4.0.  The
+train/test rating matrices never add up repeated (user, item) interactions:
+each pair holds the rating of its latest interaction in the period (ties: the
+later row).  :func:`split_dataset` dispatches by protocol name and refuses a
+split that keeps no user, saying why.
 """
 from __future__ import annotations
 
@@ -105,9 +112,39 @@ class EpisodeSplit:
         return Ragged(rows.indptr.astype(np.int64), rows.indices.astype(np.int64))
 
 
+DEFAULT_THRESHOLD = 4.0
+
+
+def resolve_threshold(data: RatingsData, threshold: float | None) -> float:
+    """``threshold`` if given, else the data set's own (implicit logs: 1.0), else 4.0."""
+    if threshold is None:
+        threshold = data.positive_threshold if data.positive_threshold is not None else DEFAULT_THRESHOLD
+    if data.implicit and threshold > 1.0:
+        raise ValueError(f"{data.name} ({data.source or 'no source'}) is implicit feedback: every interaction has "
+                         f"rating 1.0, so threshold {threshold} would leave no positives; use threshold <= 1 "
+                         "(or leave it unset)")
+    return float(threshold)
+
+
 def _order(data: RatingsData) -> np.ndarray:
-    # stable: by user, then timestamp, then raw item id
-    return np.lexsort((data.item_raw_ids[data.items], data.timestamps, data.users))
+    # stable: by user, then timestamp, then raw item id (dense ids follow the sorted raw ids)
+    tie = data.item_raw_ids[data.items] if data.item_raw_ids.dtype.kind in "iuf" else data.items
+    return np.lexsort((tie, data.timestamps, data.users))
+
+
+def latest_rating_matrix(data: RatingsData, mask: np.ndarray) -> sp.csr_matrix:
+    """[n_users, n_items] CSR of the selected ratings; a repeated (user, item) keeps its LATEST rating.
+
+    Latest = largest timestamp, ties broken by the later row.  Never sums
+    (a plain ``csr_matrix((data, (rows, cols)))`` would add repeats up).
+    """
+    rows = np.flatnonzero(mask)
+    pair = data.users[rows] * np.int64(data.n_items) + data.items[rows]  # < 2**63 for any realistic size
+    order = np.lexsort((rows, data.timestamps[rows], pair))  # by pair, then time, then row: the last of a run wins
+    pair = pair[order]
+    last = np.r_[pair[1:] != pair[:-1], True] if len(pair) else np.zeros(0, bool)
+    sel = rows[order][last]
+    return sp.csr_matrix((data.ratings[sel], (data.users[sel], data.items[sel])), shape=(data.n_users, data.n_items))
 
 
 def _segments(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -163,9 +200,7 @@ def _build(data, protocol, n_initial, threshold, pos_rank, pos_count, order, is_
         return items_sorted[part].reshape(len(kept), n_initial).astype(np.int64)
 
     def rating_matrix(mask):
-        return sp.csr_matrix(
-            (data.ratings[mask], (data.users[mask], data.items[mask])), shape=(data.n_users, data.n_items)
-        )
+        return latest_rating_matrix(data, mask)
 
     log.info("%s split of %s: kept %d users, dropped %d with too few positives (rating >= %s)",
              protocol, data.name, len(kept), dropped, threshold)
@@ -189,13 +224,15 @@ def _positive_ranks(data: RatingsData, threshold: float):
     return order, is_pos, pos_rank, pos_count
 
 
-def fcpo_split(data: RatingsData, n_initial: int = 5, threshold: float = 4.0, train_ratio: float = 0.8) -> EpisodeSplit:
+def fcpo_split(data: RatingsData, n_initial: int = 5, threshold: float | None = None,
+               train_ratio: float = 0.8) -> EpisodeSplit:
     """The FCPO protocol split (positives = rating >= ``threshold``; 0 counts every rating).
 
     A user needs ``n_initial`` + at least one train and one test target; the
     number of test targets is ``round((1 - train_ratio) * m)`` of the ``m``
     positives after the initial state, at least 1 and at most ``m - 1``.
     """
+    threshold = resolve_threshold(data, threshold)
     _validate(data, n_initial, threshold, train_ratio)
     order, is_pos, pos_rank, pos_count = _positive_ranks(data, threshold)
     m = np.maximum(pos_count - n_initial, 0)
@@ -204,8 +241,9 @@ def fcpo_split(data: RatingsData, n_initial: int = 5, threshold: float = 4.0, tr
     return _build(data, "fcpo", n_initial, threshold, pos_rank, pos_count, order, is_pos, n_test)
 
 
-def leave_one_out_split(data: RatingsData, n_initial: int = 5, threshold: float = 4.0) -> EpisodeSplit:
+def leave_one_out_split(data: RatingsData, n_initial: int = 5, threshold: float | None = None) -> EpisodeSplit:
     """Temporal leave-one-out: each user's last positive is the only test target."""
+    threshold = resolve_threshold(data, threshold)
     _validate(data, n_initial, threshold, 0.5)
     order, is_pos, pos_rank, pos_count = _positive_ranks(data, threshold)
     n_test = np.where(pos_count - n_initial >= 2, 1, 0)
@@ -213,3 +251,23 @@ def leave_one_out_split(data: RatingsData, n_initial: int = 5, threshold: float 
 
 
 SPLITS = {"fcpo": fcpo_split, "leave-one-out": leave_one_out_split}
+
+
+def split_dataset(data: RatingsData, protocol: str = "fcpo", n_initial: int = 5, threshold: float | None = None,
+                  train_ratio: float = 0.8) -> EpisodeSplit:
+    """``SPLITS[protocol]`` that refuses to return a split without users, naming the data and the numbers."""
+    if protocol not in SPLITS:
+        raise ValueError(f"unknown split {protocol!r}; choose one of {', '.join(SPLITS)}")
+    if protocol == "fcpo":
+        split = fcpo_split(data, n_initial=n_initial, threshold=threshold, train_ratio=train_ratio)
+    else:
+        split = SPLITS[protocol](data, n_initial=n_initial, threshold=threshold)
+    if split.n_episode_users == 0:
+        t = split.threshold
+        positives = np.bincount(data.users[data.ratings >= t], minlength=data.n_users)
+        raise ValueError(
+            f"{data.name} ({data.source or 'no source'}): no user has enough positives for the {protocol} split "
+            f"(a user needs n_initial={n_initial} + 2 interactions with rating >= {t}; the most any user has is "
+            f"{int(positives.max()) if len(positives) else 0}, over {data.n_users} users and {data.n_ratings} "
+            "interactions). Lower n_initial or the threshold, or use a larger log.")
+    return split
