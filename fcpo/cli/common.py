@@ -9,7 +9,6 @@ import contextlib
 import sys
 from typing import Callable, NoReturn
 
-from fcpo.data.sources import DATASETS
 
 
 class CLIError(Exception):
@@ -35,14 +34,56 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
+def _dataset_arg(text: str) -> str:
+    """A registered data set name, or a table file (made absolute when it exists, so a run remembers it)."""
+    from pathlib import Path
+
+    from fcpo.data import list_datasets
+    from fcpo.data.sources import is_file_source
+
+    if is_file_source(text):
+        path = Path(text).expanduser()
+        return str(path.resolve()) if path.exists() else text  # else: looked for under --data-dir
+    if text not in list_datasets():
+        raise argparse.ArgumentTypeError(f"unknown data set {text!r}; choose one of {', '.join(list_datasets())} "
+                                         f"(--list-datasets), or give a .csv/.tsv/.parquet/.inter/.yaml file")
+    return text
+
+
+def _columns_arg(text: str) -> str:
+    from fcpo.data import parse_columns
+
+    try:
+        return parse_columns(text, flag="--columns").to_text()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _ListDatasets(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from fcpo.data import list_datasets
+
+        for name, description in list_datasets().items():
+            print(f"{name:<10} {description}")
+        parser.exit(0)
+
+
 def add_data_flags(p, default: str | None = None) -> None:
-    """``--dataset`` and ``--data-dir`` (``default`` None: the env's default, ml-1m)."""
-    p.add_argument("--dataset", choices=DATASETS, default=default,
-                   help=f"data set: {', '.join(DATASETS)} (synthetic is generated, no download); "
-                        f"default {default or 'ml-1m'}")
+    """``--dataset``/``--data``, ``--columns``, ``--data-dir`` and ``--list-datasets`` (``default`` None: the
+    env's default, ml-1m)."""
+    p.add_argument("--dataset", "--data", dest="dataset", type=_dataset_arg, default=default, metavar="NAME|FILE",
+                   help=f"a registered data set (--list-datasets; synthetic is generated, no download) or an "
+                        f"interaction table: .csv/.tsv/.parquet with --columns, a RecBole .inter file, or a YAML "
+                        f"data card; default {default or 'ml-1m'}")
+    p.add_argument("--columns", type=_columns_arg, default=None, metavar="user=COL,item=COL[,rating=COL,timestamp=COL]",
+                   help="column mapping of a .csv/.tsv/.parquet table (no rating column: implicit feedback)")
     p.add_argument("--data-dir", default=None,
                    help="folder holding the data set files (or a parent with <dataset>/); "
                         "default $FCPO_DATA_DIR/<dataset>, the cache, or a download")
+    p.add_argument("--list-datasets", action=_ListDatasets, help="list the registered data sets and exit")
 
 
 def _positive_int(text: str) -> int:

@@ -57,7 +57,7 @@ def _main(args) -> int:
         if not args.out:
             raise CLIError("--baseline needs --out FILE.json")
         config = runs.resolve(runs.RunConfig(agent="fcpo", threads=args.threads, env={
-            "id": runs.DEFAULT_ENV_ID, "dataset": args.dataset or "ml-1m", "data_dir": args.data_dir,
+            "id": runs.DEFAULT_ENV_ID, "dataset": args.dataset or "ml-1m", "data_dir": args.data_dir, "columns": args.columns,
             "slate_size": args.slate_size, "horizon": args.horizon}))
         runs.set_threads(config.threads)
         device = resolve_device(args.device)

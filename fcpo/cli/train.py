@@ -18,7 +18,7 @@ from fcpo.cli.common import (CLIError, Parser, add_data_flags, add_threads_flag,
                              resolve_device, run_cli)
 
 PROG = "fcpo-train"
-ENV_FLAGS = ("dataset", "data_dir", "slate_size", "horizon", "grouping", "reward")  # flags that are env options
+ENV_FLAGS = ("dataset", "columns", "data_dir", "slate_size", "horizon", "grouping", "reward")  # flags that are env options
 RESUME_FORBIDS = ("alpha", "agent", "seed", "config", "name", "run_dir", "env", *ENV_FLAGS)
 
 

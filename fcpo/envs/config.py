@@ -46,11 +46,12 @@ class SlateDataConfig:
     regroup_every: int = 1
     split: str = "fcpo"
     n_initial: int = 5
-    threshold: float = 4.0
+    threshold: float | None = None
     train_ratio: float = 0.8
     embedding_dim: int = 32
     embedding_method: str = "bpr"
     embedding_seed: int = 0
+    columns: str | None = None
 
     #: what the error messages call this env
     env_name = "MovieLensEnv"
@@ -63,7 +64,12 @@ class SlateDataConfig:
         for name in self._INT_FIELDS:
             _check_number(name, getattr(self, name), integer=True)
         for name in self._FLOAT_FIELDS:
-            _check_number(name, getattr(self, name))
+            if getattr(self, name) is not None or name != "threshold":
+                _check_number(name, getattr(self, name))
+        if self.columns is not None:  # canonical text: hashable, and the same mapping gives the same key
+            from fcpo.data import parse_columns
+
+            object.__setattr__(self, "columns", parse_columns(self.columns, flag="columns").to_text())
         for name in ("slate_size", "horizon", "regroup_every"):
             check_positive_int(name, getattr(self, name))
 
@@ -81,7 +87,7 @@ class SlateDataConfig:
 
     def data_key(self) -> EnvDataKey:
         return EnvDataKey(self.dataset, self.data_dir, self.split, self.n_initial, self.threshold, self.train_ratio,
-                          self.embedding_dim, self.embedding_method, self.embedding_seed)
+                          self.embedding_dim, self.embedding_method, self.embedding_seed, self.columns)
 
     def make_grouping(self, env_data: EnvData):
         return make_grouping(self.grouping, env_data.train_counts, self.popular_ratio, self.regroup_every)

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from fcpo.data.dataset import RatingsData
-from fcpo.data.sources import DATASETS, load_dataset
+from fcpo.data import list_datasets, parse_columns
+from fcpo.data.cache import cached_split
+from fcpo.data.sources import is_file_source, load_dataset, source_fingerprint
 from fcpo.data.split import SPLITS, EpisodeSplit
 
 
@@ -24,11 +26,12 @@ class EnvDataKey:
     data_dir: str | None = None
     split: str = "fcpo"
     n_initial: int = 5
-    threshold: float = 4.0
+    threshold: float | None = None  # None: the data's own (1.0 for implicit logs, else 4.0)
     train_ratio: float = 0.8
     embedding_dim: int = 32
     embedding_method: str = "bpr"
     embedding_seed: int = 0
+    columns: str | None = None  # column mapping of a table file (canonical text of fcpo.data.parse_columns)
 
 
 @dataclass(frozen=True)
@@ -56,8 +59,11 @@ _LOCK = threading.Lock()
 
 
 def validate_key(key: EnvDataKey) -> None:
-    if key.dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {key.dataset!r}; choose one of {', '.join(DATASETS)}")
+    if not is_file_source(key.dataset) and key.dataset not in list_datasets():
+        raise ValueError(f"unknown dataset {key.dataset!r}; choose one of {', '.join(list_datasets())} "
+                         f"or give the path of a .csv/.tsv/.parquet/.inter/.yaml file")
+    if key.columns is not None:
+        parse_columns(key.columns, flag="--columns")
     if key.split not in SPLITS:
         raise ValueError(f"unknown split {key.split!r}; choose one of {', '.join(SPLITS)}")
     if not 0.0 < key.train_ratio < 1.0:
@@ -71,13 +77,9 @@ def build_env_data(key: EnvDataKey, progress: bool = False) -> EnvData:
     from fcpo.data.embeddings import MFConfig, load_embeddings
 
     validate_key(key)
-    data = load_dataset(key.dataset, key.data_dir)
-    if key.split == "fcpo":
-        split = SPLITS[key.split](data, n_initial=key.n_initial, threshold=key.threshold, train_ratio=key.train_ratio)
-    else:
-        split = SPLITS[key.split](data, n_initial=key.n_initial, threshold=key.threshold)
-    if split.n_episode_users == 0:
-        raise ValueError(f"{key.dataset}: no user has enough positives (rating >= {key.threshold}) for the split")
+    data = load_dataset(key.dataset, key.data_dir, columns=key.columns)
+    split = cached_split(data, key.split, n_initial=key.n_initial, threshold=key.threshold,
+                         train_ratio=key.train_ratio)
     emb = load_embeddings(data, split, MFConfig(dim=key.embedding_dim, method=key.embedding_method,
                                                 seed=key.embedding_seed), progress=progress)
     return EnvData(key=key, data=data, split=split, item_embeddings=np.ascontiguousarray(emb.item, np.float32),
@@ -86,7 +88,9 @@ def build_env_data(key: EnvDataKey, progress: bool = False) -> EnvData:
 
 def get_env_data(key: EnvDataKey, progress: bool = False) -> EnvData:
     """Memoised :func:`build_env_data` (thread-safe)."""
+    # a table file is keyed by its content too, so an edited file is never served stale
+    memo = (key, source_fingerprint(key.dataset, key.data_dir, key.columns)) if is_file_source(key.dataset) else key
     with _LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = build_env_data(key, progress=progress)
-        return _CACHE[key]
+        if memo not in _CACHE:
+            _CACHE[memo] = build_env_data(key, progress=progress)
+        return _CACHE[memo]

@@ -40,14 +40,14 @@ class SlateReplayCore(SlateCore):
         self.remaining = np.zeros((e, self.n_items), dtype=bool)
         self.n_remaining = np.zeros(e, dtype=np.int64)
         self.streak = np.zeros((e, 2), dtype=np.int64)  # consecutive positives, negatives
-        self.rating_rows = np.zeros((e, self.n_items), dtype=np.int8) if reward == "rating" else None
+        self.rating_rows = np.zeros((e, self.n_items), dtype=np.float32) if reward == "rating" else None
 
     def _reset_extra(self, idx, user_rows) -> None:
         self.remaining[idx] = self._targets.to_mask(self.n_items, user_rows)
         self.n_remaining[idx] = self._targets.lengths[user_rows]
         self.streak[idx] = 0
         if self.rating_rows is not None:
-            self.rating_rows[idx] = self._ratings[self.split.user_ids[user_rows]].toarray().astype(np.int8)
+            self.rating_rows[idx] = self._ratings[self.split.user_ids[user_rows]].toarray().astype(np.float32)  # half stars (ML-10M+) kept
 
     def _outcome(self, idx, slates, fresh, rngs):
         hits = self.remaining[idx[:, None], slates] & fresh
