@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -70,9 +71,13 @@ def reference():
 
 
 # ------------------------------------------------------------------ a real cluster, through the CLI
+# Ray token authentication, as a secured cluster runs: the head and the driver share this token
+RAY_TOKEN = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+
+
 def _quiet_env(**extra) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "RAY_USAGE_STATS_ENABLED": "0"}
+           "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "RAY_USAGE_STATS_ENABLED": "0", **RAY_TOKEN}
     env.pop(HOLD_ENV, None)
     return {**env, **extra}
 
@@ -155,6 +160,8 @@ def local_ray(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv(HOLD_ENV, str(hold_dir))  # before ray.init: the workers inherit it
     mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    for key, value in RAY_TOKEN.items():  # else ray.init sets them in os.environ for good, or writes ~/.ray
+        mp.setenv(key, value)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir)
     try:
         yield hold_dir
