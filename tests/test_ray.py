@@ -160,14 +160,17 @@ def local_ray(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv(HOLD_ENV, str(hold_dir))  # before ray.init: the workers inherit it
     mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
-    for key, value in RAY_TOKEN.items():  # else ray.init sets them in os.environ for good, or writes ~/.ray
-        mp.setenv(key, value)
+    mp.setenv("RAY_AUTH_TOKEN", RAY_TOKEN["RAY_AUTH_TOKEN"])  # the token lives in the env, not in ~/.ray
+    mode = os.environ.pop("RAY_AUTH_MODE", None)  # unset: ray.init turns token mode on, in os.environ too
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir)
     try:
         yield hold_dir
     finally:
         ray.shutdown()
         mp.undo()
+        os.environ.pop("RAY_AUTH_MODE", None)
+        if mode is not None:
+            os.environ["RAY_AUTH_MODE"] = mode
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

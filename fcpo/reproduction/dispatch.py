@@ -220,8 +220,8 @@ def _run_ray(jobs, workers, address, max_retries, finished, failed) -> None:
                 for ref in done:
                     try:
                         result = ray.get(ref)
-                    except ray.exceptions.RayError as exc:  # RayTaskError carries the remote traceback
-                        failed(refs[ref], str(exc))
+                    except ray.exceptions.RayError as exc:
+                        failed(refs[ref], _ray_error_text(exc))
                     else:
                         finished(refs[ref], result)
         except BaseException:
@@ -231,6 +231,19 @@ def _run_ray(jobs, workers, address, max_retries, finished, failed) -> None:
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _ray_error_text(exc) -> str:
+    """The remote traceback of a job that raised (``RayTaskError``), without colour codes; else the error
+    (e.g. a worker that died more often than the retries allow)."""
+    import re
+
+    import ray
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        return f"Traceback (most recent call last), from the Ray worker {text}"
+    return f"{type(exc).__name__}: {text}"
 
 
 # ------------------------------------------------------------------ a grid with saved results
