@@ -73,11 +73,14 @@ def reference():
 # ------------------------------------------------------------------ a real cluster, through the CLI
 # Ray token authentication, as a secured cluster runs: the head and the driver share this token
 RAY_TOKEN = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+# on a heavily loaded machine a worker may take over Ray's default 60 s to start; killing and restarting
+# it then never ends (seen at load average 20 on 2 cores): give workers 5 minutes
+SLOW_START = {"RAY_worker_register_timeout_seconds": "300"}
 
 
 def _quiet_env(**extra) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "RAY_USAGE_STATS_ENABLED": "0", **RAY_TOKEN}
+           "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "RAY_USAGE_STATS_ENABLED": "0", **RAY_TOKEN, **SLOW_START}
     env.pop(HOLD_ENV, None)
     return {**env, **extra}
 
@@ -160,6 +163,8 @@ def local_ray(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv(HOLD_ENV, str(hold_dir))  # before ray.init: the workers inherit it
     mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    for key, value in SLOW_START.items():
+        mp.setenv(key, value)
     mp.setenv("RAY_AUTH_TOKEN", RAY_TOKEN["RAY_AUTH_TOKEN"])  # the token lives in the env, not in ~/.ray
     mode = os.environ.pop("RAY_AUTH_MODE", None)  # unset: ray.init turns token mode on, in os.environ too
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir)
