@@ -329,3 +329,8 @@ def test_fcpo_bench_exits_3_on_a_failed_job_and_the_same_command_retries_only_it
     assert not (out / "results" / "random-a1-s0.error.txt").exists()
     methods = {r["method"] for r in json.loads((out / "synthetic.json").read_text())["rows"]}
     assert methods == {"popularity", "random"}
+
+
+def test_an_address_without_ray_is_refused_not_run_locally():
+    with pytest.raises(ValueError, match="--address 127.0.0.1:1.*--ray no"):
+        dispatch(ranker_spec().jobs(), address="127.0.0.1:1", use_ray=False, progress=False)

@@ -134,6 +134,9 @@ def dispatch(jobs: list[dict], workers: int = 2, address: str | None = None, use
         raise ValueError("--ray yes: Ray is not installed (pip install 'fcpo[dist]')")
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
+    if address and not use_ray:
+        raise ValueError(f"--address {address}: a Ray cluster address, but the grid would not run on Ray "
+                         "(--ray no, or Ray is not installed: pip install 'fcpo[dist]')")
     kind = "ray" if use_ray else ("processes" if workers > 1 and len(jobs) > 1 else "in-process")
     results: list[dict | None] = [None] * len(jobs)
     failures: list[JobFailure] = []
