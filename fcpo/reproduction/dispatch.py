@@ -319,7 +319,6 @@ def run_grid(spec: GridSpec, out: str | Path | None = None, *, keep_runs: bool =
 
         atomic_write(results_dir / f"{failure.name}.error.txt", failure.traceback)
 
-    results_dir.mkdir(parents=True, exist_ok=True)
     run = dispatch([jobs[i] for i in pending], on_result=save, on_failure=save_failure, done_before=len(saved),
                    **dispatch_options) if pending else GridRun()
     by_index = {**saved, **fresh}
