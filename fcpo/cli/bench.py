@@ -6,24 +6,33 @@
     fcpo-bench --dataset synthetic --quick                             # seconds: the pipeline check
     fcpo-bench --address ray://head:10001 ...                          # scale out on a Ray cluster
 
-Writes ``runs/bench-<dataset>-<time>/`` (or ``--out``): ``<dataset>.json`` / ``.md``, the plots, and
-one run folder per trained job under ``jobs/`` (config, log, checkpoint, TensorBoard; ``--job-runs no``
-trains them in temporary folders).  Exits with
-status 1 when one of the checks fails (``--allow-failed-checks``: report them, exit 0).
+Writes ``runs/bench-<dataset>-<hash of the grid>/`` (or ``--out``; the folder is printed):
+``<dataset>.json`` / ``.md``, the plots, each finished job's result in ``results/<job>.json``
+(saved as it completes) and one run folder per trained job under ``jobs/`` (config, log,
+checkpoint, TensorBoard; ``--job-runs no`` trains them in temporary folders).
+Exits with status 1 when one of the checks fails (``--allow-failed-checks``: report them, exit 0)
+and 3 when a job failed (re-running the same command runs only the missing jobs).
 
 Presets (``--grid``): ``table`` (the README's FCPO table) and ``front`` (``--front``): α' ∈ {0.2, 0.4,
 0.6, 0.8, 1.0} × constraint modes ``per-slate`` / ``expected`` for FCPO, PPO-Lagrangian, Wolpertinger
 and TPGR, TRPO once per seed, the α'-fair re-ranker, MF and popularity, with per-method budgets sized
 for 30 minutes on 2 one-thread workers (ml-100k).  Flags left out take the preset's values.
 
-The grid runs through Ray when it is installed (``pip install fcpo[dist]``),
-else one process per job (``--workers``).
+Resumable: the same command again (after Ctrl-C, a failed job or a lost node) runs only the jobs
+without a saved result; ``--force`` reruns every job.
+
+Exit status: 0; 1 when one of the table's checks fails (``--allow-failed-checks``: report them,
+exit 0); 3 when a job failed (its traceback is printed and saved in ``results/<job>.error.txt``;
+the other jobs still run and are reported).
+
+The grid runs through Ray when it is installed (``pip install fcpo[dist]``): a local instance, or
+an existing cluster with ``--address`` (workers need fcpo installed, not the data: the driver
+ships it through Ray's object store); else one process per job (``--workers``).
 """
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from fcpo.cli.common import CLIError, Parser, add_data_flags, quiet_interrupt, run_cli
@@ -51,12 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--constraint-modes", nargs="+", default=None, choices=("per-slate", "expected"),
                    help="front: constraint modes of the constrained agents (default: both)")
     p.add_argument("--no-long-term", action="store_true", help="skip the dynamic-groups long-term experiment")
-    p.add_argument("--workers", type=int, default=2, help="parallel processes without Ray (default 2)")
+    p.add_argument("--workers", type=int, default=2, help="parallel jobs: processes without Ray, CPUs of a local Ray instance (default 2)")
     p.add_argument("--ray", choices=("auto", "yes", "no"), default="auto", help="use Ray (default: when installed)")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: a local ray.init())")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster address, e.g. 127.0.0.1:6379, auto or ray://head:10001 (default: a local "
+                        "ray.init() with --workers CPUs)")
+    p.add_argument("--force", action="store_true", help="rerun every job, even those with a saved result in OUT")
     p.add_argument("--quick", action="store_true", help="one seed, few iterations, short rollouts (pipeline check)")
     p.add_argument("--out", default=None,
-                   help="output folder for JSON, Markdown and PNGs (default runs/bench-<dataset>-<time>)")
+                   help="output folder for JSON, Markdown, PNGs and job results (default "
+                        "runs/bench-<dataset>-<8-hex hash of the grid>: the same command resumes the same folder)")
     p.add_argument("--job-runs", choices=("yes", "no"), default="yes",
                    help="keep one run folder per trained job under OUT/jobs/ (default yes; no: temporary folders)")
     p.add_argument("--allow-failed-checks", action="store_true",
@@ -128,17 +141,20 @@ def run(args) -> dict:
     from fcpo import reproduction as rp
 
     spec = spec_from_args(args)
-    out = Path(args.out) if args.out else Path("runs") / f"bench-{spec.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from fcpo.reproduction.dispatch import default_out, run_grid
+
+    out = Path(args.out) if args.out else default_out(spec)
+    print(f"{PROG}: output folder {out} (the same command resumes it; --force reruns every job)", file=sys.stderr)
     keep_runs = args.job_runs == "yes" and args.address is None  # a remote cluster may not share this disk
-    if keep_runs and (out / "jobs").exists():
-        raise CLIError(f"--out {out}: it holds job runs of an earlier grid ({out / 'jobs'}); choose another --out "
-                       "or --job-runs no")
     print(plan_text(spec, args.workers), file=sys.stderr, flush=True)
-    results = rp.run_grid(spec, out / "jobs" if keep_runs else None, workers=args.workers, address=args.address,
-                          use_ray={"auto": None, "yes": True, "no": False}[args.ray], progress=not args.no_progress)
-    payload, text = rp.write_report(spec, results, out)
-    print(text)
-    print(f"{PROG}: wrote {out}/{spec.dataset}.{{json,md}} and plots", file=sys.stderr)
+    grid = run_grid(spec, out, keep_runs=keep_runs, force=args.force, workers=args.workers, address=args.address,
+                    use_ray={"auto": None, "yes": True, "no": False}[args.ray], progress=not args.no_progress)
+    payload = {"checks": []}
+    if grid.results:
+        payload, text = rp.write_report(spec, grid.results, out)
+        print(text)
+        print(f"{PROG}: wrote {out}/{spec.dataset}.{{json,md}} and plots", file=sys.stderr)
+    payload["failed_jobs"] = [f.name for f in grid.failures]
     return payload
 
 
@@ -147,8 +163,12 @@ def _main(args) -> int:
     failed = [c["check"] for c in payload["checks"] if not c["holds"]]
     if failed:
         print(f"{PROG}: {len(failed)} check(s) failed: {'; '.join(failed)}", file=sys.stderr)
-        return 0 if args.allow_failed_checks else 1
-    return 0
+    if payload["failed_jobs"]:
+        print(f"{PROG}: {len(payload['failed_jobs'])} job(s) failed: {' '.join(payload['failed_jobs'])} "
+              "(tracebacks above and in OUT/results/<job>.error.txt; run the same command again to retry them)",
+              file=sys.stderr)
+        return 3
+    return 1 if failed and not args.allow_failed_checks else 0
 
 
 def main(argv=None) -> int:
