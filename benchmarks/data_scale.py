@@ -10,7 +10,10 @@ each peak RSS is that phase's own):
    the log as ``user,item,rating,timestamp`` CSV;
 2. ``first``: ``fcpo.data.load_table`` on an empty processed cache (parse, dense
    ids, duplicate check, cache write) + ``cached_split`` (FCPO split, cache write);
-3. ``cached``: the same calls in a fresh process (file hash + cache reads).
+3. ``cached``: the same calls in a fresh process (file hash + cache reads);
+4. ``env`` (with ``--env``): the replay env over the CSV through ``EnvSpec(dataset=CSV, columns=...)``
+   (BPR-MF embeddings trained once and cached), every user stepped in one batch at K = 10 (item-slots/s,
+   target >= 2 M), then one FCPO iteration on a sampled 10 % of the users (its time is reported).
 
 Targets at full scale: first load+split <= 90 s, cached load <= 10 s, peak RSS <= 6 GB.
 Prints a table and writes JSON (``--out``).
@@ -62,6 +65,8 @@ def phase(name: str, workdir: Path, scale: float) -> dict:
         write_synthetic_table(csv, _config(scale), items_path=workdir / "items.csv")
         return {"generate_and_write_csv_s": time.perf_counter() - t0, "cpu_s": _cpu_s() - c0,
                 "csv_bytes": csv.stat().st_size, "peak_rss_gb": _peak_rss_gb()}
+    if name == "env":
+        return _env_phase(csv)
     from fcpo.data import cached_split, load_table
 
     t0, c0 = time.perf_counter(), _cpu_s()
@@ -72,6 +77,37 @@ def phase(name: str, workdir: Path, scale: float) -> dict:
     return {"load_s": t_load, "split_s": t_all - t_load, "load_and_split_s": t_all, "load_cpu_s": c_load,
             "load_and_split_cpu_s": c_all, "users": data.n_users,
             "items": data.n_items, "interactions": data.n_ratings, "episode_users": split.n_episode_users,
+            "peak_rss_gb": _peak_rss_gb()}
+
+
+def _env_phase(csv: Path, steps: int = 5) -> dict:
+    import numpy as np
+    import torch
+
+    from fcpo.agents import make_agent
+    from fcpo.agents.cpo import FCPOConfig
+    from fcpo.envs import EnvSpec
+
+    torch.set_num_threads(1)
+    spec = EnvSpec(kwargs={"dataset": str(csv), "columns": COLUMNS, "slate_size": 10})
+    t0, c0 = time.perf_counter(), _cpu_s()
+    env = spec.make_vector(cover_all_users=True, mode="train")
+    build_s, build_cpu = time.perf_counter() - t0, _cpu_s() - c0
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    slates = [np.argsort(rng.random((env.num_envs, env.n_items)), axis=1)[:, :10] for _ in range(2)]
+    t_step = 0.0
+    for t in range(steps):
+        a = time.perf_counter()
+        env.step(slates[t % 2])
+        t_step += time.perf_counter() - a
+    slots_per_s = env.num_envs * 10 * steps / t_step
+    agent = make_agent("fcpo", FCPOConfig(alpha_prime=0.4, users_per_iteration=0.1), spec, "cpu", 0)
+    t0, c0 = time.perf_counter(), _cpu_s()
+    stats = agent.train_iteration(0)
+    return {"env_build_s": build_s, "env_build_cpu_s": build_cpu, "users": int(env.num_envs),
+            "item_slots_per_s": slots_per_s, "fcpo_iteration_s": time.perf_counter() - t0,
+            "fcpo_iteration_cpu_s": _cpu_s() - c0, "fcpo_samples": stats.get("samples"),
             "peak_rss_gb": _peak_rss_gb()}
 
 
@@ -88,7 +124,9 @@ def main(argv=None) -> dict:
     p.add_argument("--scale", type=float, default=1.0, help="fraction of the ML-20M size (users and items)")
     p.add_argument("--workdir", type=Path, default=None, help="where the CSV and the cache go (default: a temp dir)")
     p.add_argument("--out", type=Path, default=None, help="JSON result file (default: <workdir>/data_scale.json)")
-    p.add_argument("--phase", choices=("generate", "first", "cached"), help=argparse.SUPPRESS)
+    p.add_argument("--env", action="store_true",
+                   help="also build the env over the log, step all users at K=10 and run one FCPO iteration")
+    p.add_argument("--phase", choices=("generate", "first", "cached", "env"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.phase:
         print(json.dumps(phase(args.phase, args.workdir, args.scale)))
@@ -98,7 +136,7 @@ def main(argv=None) -> dict:
     env = {**os.environ, "FCPO_CACHE_DIR": str(workdir / "cache"),
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     results = {"scale": args.scale, "config": {k: v for k, v in vars(_config(args.scale)).items()}}
-    for name in ("generate", "first", "cached"):
+    for name in ("generate", "first", "cached") + (("env",) if args.env else ()):
         results[name] = _run_phase(name, workdir, args.scale, env)
         print(f"{name:9s} {json.dumps(results[name])}", flush=True)
     first, cached = results["first"], results["cached"]
@@ -111,6 +149,10 @@ def main(argv=None) -> dict:
         "peak_rss_gb_generate": results["generate"]["peak_rss_gb"],
         "targets_full_scale": TARGETS,
     }
+    if args.env:
+        results["summary"].update({k: results["env"][k] for k in ("item_slots_per_s", "fcpo_iteration_s",
+                                                                   "fcpo_iteration_cpu_s", "env_build_s")})
+    results["threads"], results["load_average"] = 1, os.getloadavg()
     out = args.out or workdir / "data_scale.json"
     out.write_text(json.dumps(results, indent=2))
     s = results["summary"]
