@@ -36,7 +36,10 @@ def run_fcpo(env_cfg, alpha: float, constraint: str, iterations: int, seed: int,
         history.append({k: float(v) for k, v in stats.items() if isinstance(v, (int, float))})
     train_s = time.perf_counter() - t0
     report = evaluate(agent.policy, env_cfg, protocol="rollout", steps=eval_steps)
+    # the same deployed policy on the training users (the users the constraint was trained on)
+    on_train = evaluate(agent.policy, env_cfg, protocol="rollout", steps=eval_steps, split="train")["constraint"]
     return {"method": "fcpo", "constraint": constraint, "train_seconds": train_s, "report": report,
+            "train_split_share": on_train["popular_share"], "train_split_max_step_share": on_train["max_step_share"],
             "train_popular_share_last5": float(np.mean([h["popular_share"] for h in history[-5:]])),
             "history": history, "overrides": overrides}
 
@@ -60,7 +63,9 @@ def summary(row: dict, alpha: float) -> dict:
             f"f1@{last}": m[f"f1@{last}"], f"ndcg@{last}": m[f"ndcg@{last}"], "mean_share": c["popular_share"],
             "max_step_share": c["max_step_share"], "fraction_above_cap": c.get("fraction_above_cap"),
             "per_step": [round(x, 3) for x in c["popular_share_per_step"]],
-            "train_share": row.get("train_popular_share_last5"), "train_seconds": row.get("train_seconds")}
+            "train_share": row.get("train_popular_share_last5"), "train_split_share": row.get("train_split_share"),
+            "train_split_max_step_share": row.get("train_split_max_step_share"),
+            "train_seconds": row.get("train_seconds")}
 
 
 def main(argv=None) -> int:
