@@ -1,6 +1,7 @@
 """iALP / A-iALP: states, pairwise reward model, Plackett-Luce helpers, mixture policy, agents, checkpoints, CLI."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import replace
@@ -216,3 +217,27 @@ def test_fcpo_train_cli_run_folder(tmp_path):
     assert metrics["agent"] == "ialp-ap" and metrics["test"]["protocol"] == "ranking"
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     assert ckpt["iteration"] == 1 and ckpt["agent"]["stage"] == 2
+
+
+@pytest.mark.parametrize("variant", ["ialp-ft", "ialp-ap"])
+def test_per_slate_ialp_never_exceeds_the_cap(variant):
+    """constraint="per-slate" (default) at α' = 0.4: online rollouts (capped Plackett-Luce over the actor's or
+    the mixture's scores) and the deployed greedy policy hold at most ⌊0.4 · 5⌋ = 2 G0 items per slate."""
+    from fcpo.evaluate import evaluate
+
+    cfg = dataclasses.replace(TINY, alpha_prime=0.4, pretrain_iterations=1)
+    agent = IALPAgent(cfg, ENV, variant=variant)
+    assert agent.policy.deploy_mode == "greedy" and agent.policy.slate_cap == 2
+    agent.train_iteration(0)
+    batch = agent._collect(agent.sim_env, agent.policy, np.arange(agent.n_online))
+    assert int(batch.slot_cost.sum(dim=1).max()) <= 2
+    with torch.no_grad():  # the stored log-probs are those of the capped process
+        scores = agent.policy.log_mixture(batch.obs) if variant == "ialp-ap" else item_logits(agent.actor, batch.obs)
+        from fcpo.policies.capped import capped_plackett_luce_log_prob
+        again = capped_plackett_luce_log_prob(scores, batch.items, 2, batch.popular_mask(),
+                                              batch.exclude_mask(torch.arange(batch.size), agent.actor.n_items))
+    torch.testing.assert_close(again, batch.log_prob, rtol=1e-5, atol=1e-4)
+    report = evaluate(agent.policy, agent.env_spec, mode="sample", seeds=(0,))
+    assert report["constraint"]["per_slate_ok"] and report["constraint"]["cap"] == 2
+    expected = IALPAgent(dataclasses.replace(cfg, constraint="expected"), ENV, variant=variant)
+    assert expected.policy.deploy_mode == "sample" and expected.actor.slate_cap is None

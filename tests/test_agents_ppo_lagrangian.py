@@ -126,15 +126,16 @@ def test_tight_constraint_lowers_popular_share():
     and the popular share fall -- by more than in the unconstrained control (alpha' = 1, lambda stays 0): on
     this data the reward alone already drifts away from popular items, so a fall by itself proves nothing."""
     n = 15
-    _, tight = run(PPOLagrangianConfig(alpha_prime=0.2), n)
-    _, free = run(PPOLagrangianConfig(alpha_prime=1.0), n)
+    _, tight = run(PPOLagrangianConfig(alpha_prime=0.2, constraint="expected"), n)
+    _, free = run(PPOLagrangianConfig(alpha_prime=1.0, constraint="expected"), n)
     for s in tight:
         assert {"reward", "cost", "cost_limit", "kl", "lambda", "popular_share", "gini", "policy_loss",
                 "value_loss", "cost_value_loss"} <= set(s)
         assert all(math.isfinite(v) for v in s.values())
     lam = [s["lambda"] for s in tight]
     assert lam[0] > 0.0
-    assert all(s["discounted_cost"] > s["discounted_cost_limit"] for s in tight)  # violated throughout ...
+    assert all(s["cost"] > s["cost_limit"] for s in tight)  # violated throughout (undiscounted units) ...
+    assert all(s["c"] == pytest.approx(s["cost"] - s["cost_limit"]) for s in tight)
     assert all(b > a for a, b in zip(lam, lam[1:]))  # ... so lambda rises every iteration
     assert all(s["lambda"] == 0.0 for s in free)  # alpha' = 1 is never violated
     start, end, control = tight[0]["popular_share"], tight[-1]["popular_share"], free[-1]["popular_share"]
@@ -144,7 +145,7 @@ def test_tight_constraint_lowers_popular_share():
 
 
 def test_state_dict_round_trip_resumes_identically():
-    cfg = PPOLagrangianConfig(alpha_prime=0.2, users_per_iteration=0.5, epochs=2)
+    cfg = PPOLagrangianConfig(alpha_prime=0.2, users_per_iteration=0.5, epochs=2, constraint="expected")
     a, _ = run(cfg, 2)
     buf = io.BytesIO()
     torch.save(a.state_dict(), buf)

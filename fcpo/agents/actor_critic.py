@@ -4,6 +4,12 @@
   critic widths, softmax temperature, popularity feature, critic step size), defaults and validation
   written once; :class:`RolloutConfig` adds the rollout/GAE/critic-fitting fields FCPO and
   PPO-Lagrangian share.
+* the ``constraint`` mode (:data:`fcpo.policies.base.CONSTRAINT_MODES`): ``per-slate`` builds the
+  actor with the cap m = ⌊α'K⌋ (:func:`fcpo.evaluate.constraint.per_slate_cap`) on the env's G0,
+  and the deployed policy is the greedy capped actor (``deploy_mode="greedy"``); ``expected`` keeps
+  the uncapped actor, the constraint is the CMDP one, E[Σ_t c_t] ≤ α'·K·T_episode (undiscounted
+  per-episode G0 count, i.e. a mean popular share ≤ α'), and the deployed policy is the stochastic
+  policy that was trained (``deploy_mode="sample"``: the evaluator samples it);
 * :class:`SlateActorCritic`: the training env (built from an :class:`fcpo.envs.EnvSpec`), the slate
   actor, the reward and cost critics, their Adam updates, rollouts, rollout statistics and
   checkpointed RNG states.  Subclasses add only their policy update (CPO step, or clipped PPO with
@@ -18,11 +24,13 @@ import numpy as np
 import torch
 
 from fcpo.agents.base import check_alpha_prime, param
+from fcpo.evaluate.constraint import per_slate_cap
 from fcpo.agents.checkpoint import Checkpointed
 from fcpo.agents.ppo import fit_critics
 from fcpo.agents.rollout import Batch, collect
 from fcpo.metrics import gini_fcpo
 from fcpo.policies.actor import MODES, SlateActor
+from fcpo.policies.base import check_constraint_mode
 from fcpo.policies.networks import ValueCritic
 
 
@@ -52,6 +60,8 @@ class SlateActorCriticConfig:
     """Fields shared by FCPO, PPO-Lagrangian and iALP (each subclass keeps its own historical defaults)."""
 
     alpha_prime: float = param(1.0, "α': at most α'·K items of G0 per slate (1.0 = no effective constraint)")
+    constraint: str = param("per-slate", "per-slate: cap ⌊α'K⌋ G0 items in every slate inside the actor (deployed "
+                                         "greedy) | expected: E[Σ_t c_t] <= α'K·T (deployed policy = the sampled one)")
     hidden: int = param(64, "width of the actor's state encoder and head")
     critic_hidden: int = param(128, "width of the reward and cost value critics")
     temperature: float = param(0.1, "softmax actor: item scores q·v / τ")
@@ -60,6 +70,7 @@ class SlateActorCriticConfig:
 
     def __post_init__(self):
         self.alpha_prime = check_alpha_prime(self.alpha_prime, type(self).__name__)
+        self.constraint = check_constraint_mode(self.constraint, type(self).__name__)
         _positive_int(self, "hidden", "critic_hidden")
         _positive(self, "temperature", "critic_lr")
         if not (math.isfinite(self.popularity_feature) and self.popularity_feature >= 0):
@@ -73,7 +84,8 @@ class RolloutConfig(SlateActorCriticConfig):
     actor_mode: str = param("gaussian", "gaussian (matrix reconstruction, density of W) | softmax (Plackett-Luce)")
     users_per_iteration: float = param(1.0, "fraction of training users rolled out per iteration")
     gamma_r: float = param(0.9, "discount of the reward")
-    gamma_c: float = param(0.9, "discount of the cost")
+    gamma_c: float = param(1.0, "discount of the cost advantages (1.0: the constraint is on the undiscounted "
+                                "per-episode G0 count, the same units as its limit α'K·T)")
     lam_r: float = param(0.95, "GAE λ of the reward advantages")
     lam_c: float = param(0.95, "GAE λ of the cost advantages")
     init_std: float = param(0.3, "gaussian actor: initial σ of W, relative to the std of the item embeddings")
@@ -91,6 +103,22 @@ class RolloutConfig(SlateActorCriticConfig):
         _unit_interval(self, "gamma_r", "gamma_c", "lam_r", "lam_c")
         _positive_int(self, "critic_epochs", "critic_batch")
         _positive(self, "init_std")
+
+
+def configure_constraint(actor: SlateActor, constraint: str, alpha_prime: float, is_popular) -> SlateActor:
+    """Give ``actor`` the constraint's view: ``alpha_prime``, ``constraint``, ``deploy_mode`` ("greedy" for
+    per-slate, "sample" for expected) and, per-slate, the env's G0 (its cap was set at construction)."""
+    actor.alpha_prime = float(alpha_prime)
+    actor.constraint = check_constraint_mode(constraint, "constraint")
+    actor.deploy_mode = "greedy" if constraint == "per-slate" else "sample"
+    if actor.slate_cap is not None:
+        actor.set_groups(np.asarray(is_popular, dtype=bool))
+    return actor
+
+
+def slate_cap_for(constraint: str, alpha_prime: float, k: int) -> int | None:
+    """The actor's per-slate cap: ⌊α'K⌋ in ``per-slate`` mode, None (uncapped) in ``expected`` mode."""
+    return per_slate_cap(alpha_prime, k) if check_constraint_mode(constraint, "constraint") == "per-slate" else None
 
 
 def item_features(item_embeddings: np.ndarray, train_counts: np.ndarray, popularity: float = 6.0) -> np.ndarray:
@@ -123,7 +151,10 @@ class SlateActorCritic(Checkpointed):
         features = item_features(data.item_embeddings, data.train_counts, config.popularity_feature)
         self.policy = SlateActor(torch.as_tensor(features, device=self.device), self.env.n_history, self.slate_size,
                                  config.actor_mode, config.hidden, config.init_std, config.temperature,
-                                 user_dim=data.dim).to(self.device)
+                                 user_dim=data.dim,
+                                 slate_cap=slate_cap_for(config.constraint, config.alpha_prime, self.slate_size),
+                                 ).to(self.device)
+        configure_constraint(self.policy, config.constraint, config.alpha_prime, self.env.is_popular)
         obs_dim = int(self.env.single_observation_space.shape[0])
         self.value_r = ValueCritic(obs_dim, config.critic_hidden).to(self.device)
         self.value_c = ValueCritic(obs_dim, config.critic_hidden).to(self.device)
@@ -144,7 +175,7 @@ class SlateActorCritic(Checkpointed):
     def rollout_stats(self, batch: Batch) -> dict[str, float]:
         stats = dict(
             reward=float(batch.ep_reward.mean()), cost=float(batch.ep_cost.mean()),
-            cost_limit=float(self.cost_limit_per_step * batch.ep_length.mean()),
+            cost_limit=float(batch.cost_limit),
             discounted_cost=float(batch.ep_disc_cost.mean()), discounted_cost_limit=float(batch.ep_disc_limit.mean()),
             popular_share=batch.popular_share, episode_length=float(batch.ep_length.mean()),
             gini=gini_fcpo(batch.exposure), samples=float(batch.size))

@@ -12,13 +12,20 @@ Each iteration reads top to bottom:
    with a backtracking line search on the true surrogates and KL;
 4. minibatch Adam on both critics towards their GAE returns.
 
-Constraint units.  The paper asks for at most α'·K items of G0 in every slate
-(eq. 7-9), i.e. a per-step limit α'K.  We use one estimator for everything,
-in per-episode discounted cost: J_C(π_k) = mean over episodes of Σ_t γ_c^t c_t,
-d = mean over episodes of Σ_t γ_c^t α'K (summed over each episode's own
-length), and the cost surrogate is E[ratio · A_C] × (samples / episodes), the
-first-order change of the per-episode cost.  With ``constrained=False`` the
-same agent is TRPO (Schulman et al. 2015).
+Constraint modes (``constraint``, :data:`fcpo.policies.base.CONSTRAINT_MODES`).  ``per-slate``
+(default): the actor caps every slate at m = ⌊α'K⌋ G0 items (Ge et al. eq. 7-9 as worded), so the
+constraint holds on every slate, greedy or sampled, by construction; CPO still runs (its c is then
+≤ 0) and the deployed policy is the greedy capped actor.  ``expected``: the CMDP constraint below,
+trained by CPO; the deployed policy is the stochastic policy that was trained (``deploy_mode =
+"sample"``), because that is the policy whose cost the constraint bounds (the greedy policy of a
+sampled-constrained actor can sit far from it: issue 11 measured 37 % sampled vs 23 % greedy).
+
+Constraint units.  One number, the limit on the expected UNdiscounted per-episode cost:
+J_C(π) = E[Σ_t c_t] ≤ d = α'·K·T_episode (c_t = G0 items in slate t; d summed over each episode's
+own length), i.e. a mean popular share ≤ α'.  CPO's c = J_C(π_k) − d (``Batch.c``), the logged
+``cost_limit`` is d, and the cost advantages use γ_c = 1 by default so that the cost surrogate
+E[ratio · A_C] × (samples / episodes) is the first-order change of that same J_C.  With
+``constrained=False`` the same agent is TRPO (Schulman et al. 2015).
 """
 from __future__ import annotations
 
@@ -79,11 +86,11 @@ class FCPOAgent(SlateActorCritic):
         stats.update(self.rollout_stats(batch))
         return stats
 
-    def _surrogates(self, batch: Batch, adv_r, adv_c, old_logp, exclude):
+    def _surrogates(self, batch: Batch, adv_r, adv_c, old_logp, exclude, groups=None):
         """Reward and cost surrogates E[ratio · A] (Achiam et al. eq. 10); the cost one in per-episode
         units.  With slot credit, ratios and advantages are per slot ([S, K]) and summed over slots."""
         slot = self.config.slot_credit
-        logp = self.policy.action_log_prob(batch.obs, batch.action, exclude, per_slot=slot)
+        logp = self.policy.action_log_prob(batch.obs, batch.action, exclude, per_slot=slot, is_popular=groups)
         ratio = torch.exp(logp - old_logp)
         scale = batch.size / batch.n_episodes  # per-episode units for the cost surrogate
         if slot:
@@ -95,6 +102,8 @@ class FCPOAgent(SlateActorCritic):
         params = [p for p in policy.parameters() if p.requires_grad]
         exclude = batch.exclude_mask(torch.arange(batch.size, device=self.device), policy.n_items) \
             if policy.mode == "softmax" else None
+        # the groups each slate was sampled under (only the capped softmax log-prob depends on them)
+        groups = batch.popular_mask() if policy.mode == "softmax" and policy.cap_active(policy.k) else None
         adv_r = process_advantages(batch.adv_r, centre=self.solver.centre_reward_advantages,
                                    rescale=self.solver.rescale_reward_advantages)
         adv_c = process_advantages(batch.adv_c, centre=self.solver.centre_cost_advantages,
@@ -104,13 +113,14 @@ class FCPOAgent(SlateActorCritic):
             adv_r = adv_r / (adv_r.std() + 1e-8) if self.solver.rescale_reward_advantages else adv_r
             adv_c = slot_advantages(adv_c, batch.slot_cost)
         with torch.no_grad():
-            old_logp = policy.action_log_prob(batch.obs, batch.action, exclude, per_slot=cfg.slot_credit)
+            old_logp = policy.action_log_prob(batch.obs, batch.action, exclude, per_slot=cfg.slot_credit,
+                                              is_popular=groups)
             old_full = policy.old_stats(batch.obs, exclude)
         n_sub = max(1, int(cfg.fvp_subsample * batch.size))
         sub = torch.as_tensor(np.sort(self.rng.choice(batch.size, n_sub, replace=False)), device=self.device)
         sub_exclude = None if exclude is None else exclude[sub]
         old_sub = {k: v[sub] for k, v in old_full.items()}
-        surr_r, surr_c = self._surrogates(batch, adv_r, adv_c, old_logp, exclude)
+        surr_r, surr_c = self._surrogates(batch, adv_r, adv_c, old_logp, exclude, groups)
         g = flat_grad(surr_r, params, retain_graph=True)
         b = flat_grad(surr_c, params)
         hvp = fisher_vector_product(lambda: policy.kl_from(batch.obs[sub], old_sub, sub_exclude), params,
@@ -120,14 +130,16 @@ class FCPOAgent(SlateActorCritic):
         @torch.no_grad()
         def evaluate(candidate):
             set_flat_params(params, candidate)
-            r, c = self._surrogates(batch, adv_r, adv_c, old_logp, exclude)
+            r, c = self._surrogates(batch, adv_r, adv_c, old_logp, exclude, groups)
             return r, c, policy.kl_from(batch.obs, old_full, exclude)
 
-        c_value = float(np.mean(batch.ep_disc_cost - batch.ep_disc_limit))
+        c_value = batch.c  # J_C − d, undiscounted per-episode units (module docstring)
+        baseline = (surr_r.detach(), surr_c.detach())  # the surrogates at θ_k: no extra full-batch evaluation
         if cfg.constrained:
-            result = cpo_update(theta, g.detach(), b.detach(), c_value, hvp, evaluate, config=self.solver)
+            result = cpo_update(theta, g.detach(), b.detach(), c_value, hvp, evaluate, config=self.solver,
+                                baseline=baseline)
         else:
-            result = trpo_update(theta, g.detach(), hvp, evaluate, config=self.solver)
+            result = trpo_update(theta, g.detach(), hvp, evaluate, config=self.solver, baseline=baseline)
         set_flat_params(params, result.params)
         step, ls = result.step, result.line_search
         return {"kl": ls.kl if ls.accepted else 0.0, "lambda": _finite(step.lam), "nu": _finite(step.nu),

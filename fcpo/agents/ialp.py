@@ -42,6 +42,13 @@ with ``method="cumsum"``, one logsumexp per state).  The untrained actor is FCPO
 paper's setting; ``residual_user=True`` gives FCPO's actor, whose untrained greedy policy is already
 the MF ranker of the logged data.  The env cost (G0 items per slate) is reported everywhere;
 ``cost_penalty`` > 0 subtracts λ·A_C from the advantages (a fixed Lagrangian weight; 0 by default).
+
+Constraint modes (``constraint``, shared with FCPO): ``per-slate`` (default) samples, scores and
+deploys every slate under the cap ⌊α'K⌋ G0 items (capped Plackett-Luce,
+:mod:`fcpo.policies.capped`, over the actor's or the mixture's item scores; the groups of each
+step are those of the env, stored in the batch for exact ratios) and the deployed policy is greedy;
+``expected`` is the unconstrained pipeline above (cost only reported or penalised), deployed as the
+sampled policy that was trained.  At α' = 1 the cap equals K and both modes are the old pipeline.
 """
 from __future__ import annotations
 
@@ -51,7 +58,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fcpo.agents.actor_critic import SlateActorCriticConfig, item_features
+from fcpo.agents.actor_critic import SlateActorCriticConfig, configure_constraint, item_features, slate_cap_for
 from fcpo.agents.base import param, register_agent
 from fcpo.agents.checkpoint import Checkpointed
 from fcpo.agents.ppo import fit_critics, ppo_clip_epochs
@@ -61,7 +68,8 @@ from fcpo.llm.ialp import (NEGATIVES, PreferenceRewardModel, catalogue_oracle, s
                            train_reward_model)
 from fcpo.metrics import gini_fcpo
 from fcpo.policies.actor import SlateActor
-from fcpo.policies.base import Policy, gumbel_topk, plackett_luce_log_prob
+from fcpo.policies.base import Policy, SlateState, gumbel_topk, plackett_luce_log_prob
+from fcpo.policies.capped import capped_greedy_slate, capped_plackett_luce_log_prob, capped_plackett_luce_sample
 from fcpo.policies.mixture import MixturePolicy, policy_scores
 from fcpo.policies.networks import ValueCritic
 
@@ -165,6 +173,39 @@ def simulator_spec(env: EnvSpec, preset: str) -> EnvSpec:
                                 "preset": preset})
 
 
+class CappedMixturePolicy(MixturePolicy):
+    """A-iALP_ap's mixture whose slates hold at most ``slate_cap`` G0 items (capped Plackett-Luce over the
+    mixture's item log-probabilities; ``slate_cap=None``: exactly :class:`MixturePolicy`)."""
+
+    def __init__(self, online: SlateActor, anchor: SlateActor, w_init: float = 0.5):
+        super().__init__(online, anchor, w_init)
+        self.slate_cap = online.slate_cap
+
+    @property
+    def is_popular(self) -> torch.Tensor:
+        return self.online.is_popular
+
+    def set_groups(self, is_popular) -> None:
+        self.online.set_groups(is_popular)
+
+    def cap_for(self, k: int) -> int | None:
+        return self.online.cap_for(k)
+
+    def cap_active(self, k: int) -> bool:
+        return self.online.cap_active(k)
+
+    @torch.no_grad()
+    def act(self, state: SlateState, k: int, mode: str = "greedy", exclude=None, generator=None) -> torch.Tensor:
+        if not self.cap_active(k):
+            return super().act(state, k, mode, exclude, generator)
+        if mode not in ("greedy", "sample"):
+            raise ValueError(f"mode must be 'greedy' or 'sample', got {mode!r}")
+        s, cap, groups = self.scores(state), self.cap_for(k), self.online._groups(None)
+        if mode == "greedy":
+            return capped_greedy_slate(s, k, cap, groups, exclude)
+        return capped_plackett_luce_sample(s, k, cap, groups, exclude, generator)
+
+
 class IALPAgent(Checkpointed):
     """iALP (``ialp``), A-iALP_ft (``ialp-ft``) and A-iALP_ap (``ialp-ap``); see the module docstring."""
 
@@ -208,9 +249,11 @@ class IALPAgent(Checkpointed):
         self.value_r = ValueCritic(self.obs_dim, cfg.critic_hidden).to(self.device)
         self.value_c = ValueCritic(self.obs_dim, cfg.critic_hidden).to(self.device)
         if variant == "ialp-ap":
-            self.policy: Policy = MixturePolicy(self.actor, copy.deepcopy(self.actor), cfg.mix_init).to(self.device)
+            self.policy: Policy = CappedMixturePolicy(self.actor, copy.deepcopy(self.actor),
+                                                      cfg.mix_init).to(self.device)
         else:
             self.policy = self.actor
+        configure_constraint(self.policy, cfg.constraint, cfg.alpha_prime, self.sim_env.is_popular)
         self._make_optimisers()
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
         self.rng = np.random.default_rng(self.seed)
@@ -222,8 +265,10 @@ class IALPAgent(Checkpointed):
 
     def _new_actor(self, features: torch.Tensor) -> SlateActor:
         cfg = self.config
-        return SlateActor(features, self.sim_env.n_history, self.slate_size, "softmax", cfg.hidden, 0.1,
-                          cfg.temperature, residual_user=cfg.residual_user, user_dim=self.env_data.dim)
+        actor = SlateActor(features, self.sim_env.n_history, self.slate_size, "softmax", cfg.hidden, 0.1,
+                           cfg.temperature, residual_user=cfg.residual_user, user_dim=self.env_data.dim,
+                           slate_cap=slate_cap_for(cfg.constraint, cfg.alpha_prime, self.slate_size))
+        return configure_constraint(actor, cfg.constraint, cfg.alpha_prime, self.sim_env.is_popular)
 
     def _make_optimisers(self) -> None:
         cfg = self.config
@@ -374,8 +419,12 @@ class IALPAgent(Checkpointed):
         adv = slot_advantages(step_adv, slot_vals)
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         n_items = self.env_data.n_items
+        cap = self.actor.cap_for(self.slate_size) if self.actor.cap_active(self.slate_size) else None
 
         def slot_log_prob(scores, idx):
+            if cap is not None:  # the capped process, under the groups each slate was sampled with
+                return capped_plackett_luce_log_prob(scores, batch.items[idx], cap, batch.popular_mask(idx),
+                                                     batch.exclude_mask(idx, n_items), per_slot=True)
             return plackett_luce_log_prob(scores, batch.items[idx], batch.exclude_mask(idx, n_items), per_slot=True,
                                           method="cumsum")
 
@@ -411,11 +460,17 @@ class IALPAgent(Checkpointed):
 def sim_collect(env, actor, value_r, value_c, users: np.ndarray, device, gamma: float, lam: float,
                 generator: torch.Generator | None = None, alpha_prime: float = 1.0) -> Batch:
     """:func:`fcpo.agents.rollout.collect` with Plackett-Luce sampling over the item scores of a softmax
-    actor or a mixture (episodes may all end before T when users leave)."""
+    actor or a mixture (episodes may all end before T when users leave); with a per-slate cap on the
+    actor (``slate_cap``), capped Plackett-Luce under the env's groups of the step."""
     k = env.slate_size
+    cap = actor.cap_for(k) if getattr(actor, "slate_cap", None) is not None and actor.cap_active(k) else None
 
     def sample(obs, exclude):
         scores = policy_scores(actor, obs)
+        if cap is not None:
+            groups = torch.as_tensor(np.asarray(env.is_popular, dtype=bool), device=scores.device)
+            items = capped_plackett_luce_sample(scores, k, cap, groups, exclude, generator)
+            return items, items, capped_plackett_luce_log_prob(scores, items, cap, groups, exclude)
         items = gumbel_topk(scores, k, exclude, generator)
         return items, items, plackett_luce_log_prob(scores, items, exclude, method="cumsum")
 

@@ -11,9 +11,8 @@ Each iteration reads top to bottom:
 
        λ_i ← max(0, λ_i + lr_λ (J_{C_i}(π_k) − d_i))
 
-   with J_C and d in the per-episode discounted units FCPO uses: J_C = mean over episodes of
-   Σ_t γ_c^t c_t (``batch.ep_disc_cost``), d = mean over episodes of Σ_t γ_c^t α'K
-   (``batch.ep_disc_limit``).  The multiplier is updated *before* the policy step, so the
+   with J_C and d in the units FCPO uses, the UNdiscounted per-episode cost: J_C = mean over
+   episodes of Σ_t c_t (``batch.ep_cost``), d = α'K × mean episode length (``batch.cost_limit``).  The multiplier is updated *before* the policy step, so the
    policy update of iteration k already uses λ_{k+1} (as in Ray et al. and OmniSafe);
 3. several epochs of minibatch Adam on PPO's clipped surrogate of the normalised Lagrangian
    advantage (Ray et al. / OmniSafe)::
@@ -27,6 +26,11 @@ Each iteration reads top to bottom:
    each slot clipped on its own and the K clipped terms summed.  Optional early stop of the
    epochs when the approximate KL of a minibatch exceeds 1.5 · ``target_kl`` (Spinning Up);
 4. minibatch Adam on both critics towards their GAE returns (as FCPO).
+
+Constraint modes (``constraint``): ``per-slate`` (default) caps every slate of the actor at ⌊α'K⌋
+G0 items (the multiplier then stays at 0 since J_C ≤ d) and the deployed policy is greedy;
+``expected`` is the Lagrangian CMDP above, and the deployed policy is the sampled one that was
+trained (see :mod:`fcpo.agents.cpo`).
 
 Several constraints.  The multiplier step and the Lagrangian advantage are vectorised over m
 named constraints (:class:`fcpo.solvers.Constraints`); the agent wires one, ``popular_exposure``
@@ -70,7 +74,7 @@ class PPOLagrangianConfig(RolloutConfig):
     target_kl: float | None = param(0.02, "stop the epochs when a minibatch's approx. KL exceeds 1.5 x this; None = never")
     max_grad_norm: float | None = param(None, "clip the actor gradient norm; None = no clipping")
     standardise_cost_advantages: bool = param(False, "rescale cost advantages too (Ray et al. centre them only)")
-    lagrange_lr: float = param(0.05, "step size of the multiplier, in 1 / (per-episode discounted cost); ours")
+    lagrange_lr: float = param(0.05, "step size of the multiplier, in 1 / (per-episode G0 count); ours")
     lagrange_init: float = param(0.0, "initial Lagrange multiplier")
     lagrange_max: float | None = param(None, "cap on the multiplier; None = no cap")
     extra_constraints: InitVar[list | None] = None  # removed option: accepted empty (old run configs), else an error
@@ -134,8 +138,8 @@ class PPOLagrangianAgent(SlateActorCritic):
     # ------------------------------------------------------------------ iteration
     def train_iteration(self, iteration: int) -> dict[str, float]:
         batch = self.rollout()
-        constraints = Constraints((COST_NAME,), torch.tensor([float(np.mean(batch.ep_disc_limit))], dtype=torch.float64),
-                                  torch.tensor([float(np.mean(batch.ep_disc_cost))], dtype=torch.float64))
+        constraints = Constraints((COST_NAME,), torch.tensor([batch.cost_limit], dtype=torch.float64),
+                                  torch.tensor([float(np.mean(batch.ep_cost))], dtype=torch.float64))
         multiplier = lagrange_update(self.lagrange, constraints)
         stats = self._policy_update(batch, multiplier)
         stats.update(self._critic_update(batch))
@@ -160,15 +164,18 @@ class PPOLagrangianAgent(SlateActorCritic):
         cfg, policy = self.config, self.policy
         exclude = batch.exclude_mask(torch.arange(batch.size, device=self.device), policy.n_items) \
             if policy.mode == "softmax" else None
+        capped_softmax = policy.mode == "softmax" and policy.cap_active(policy.k)
         adv = self._advantages(batch, multiplier)
         with torch.no_grad():
-            old_logp = policy.action_log_prob(batch.obs, batch.action, exclude, per_slot=cfg.slot_credit)
+            old_logp = policy.action_log_prob(batch.obs, batch.action, exclude, per_slot=cfg.slot_credit,
+                                              is_popular=batch.popular_mask() if capped_softmax else None)
             old_full = policy.old_stats(batch.obs, exclude)
         params = [p for p in policy.parameters() if p.requires_grad]
 
         def log_prob(idx):
             return policy.action_log_prob(batch.obs[idx], batch.action[idx], None if exclude is None else exclude[idx],
-                                          per_slot=cfg.slot_credit)
+                                          per_slot=cfg.slot_credit,
+                                          is_popular=batch.popular_mask(idx) if capped_softmax else None)
 
         policy.train()
         stats = ppo_clip_epochs(log_prob, old_logp, adv, self.opt_pi, epochs=cfg.epochs,

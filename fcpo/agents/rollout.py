@@ -8,7 +8,18 @@ finished episodes stay masked (``alive``) because autoreset is disabled.
 :func:`collect` runs it with a stochastic slate actor and computes advantages following Schulman
 et al. 2016 (GAE), separately for reward (γ_r, λ_r) and cost (γ_c, λ_c); the episode ends at
 termination or at the horizon (a finite-horizon task: t / T is part of the state, so no bootstrap
-after T).  Only contract attributes of the env are read (``horizon``, ``slate_size``, ``n_items``,
+after T).
+
+Constraint units: the cost of a step is c_t = number of G0 items in its slate; the limit is the
+expected UNdiscounted per-episode cost, E[Σ_t c_t] ≤ α'·K·T_episode (``Batch.cost_limit``, summed
+over each episode's own length), i.e. a mean popular share ≤ α'; ``Batch.c`` = J_C − d in those
+units.  The discounted sums are kept for logging only.
+
+Groups: ``env.is_popular`` is the G0 in force at each step (dynamic groupings change it).  Before
+each step's sampling a capped actor gets it (``set_groups``), and the batch stores the distinct
+masks seen (``groups`` [G, n]) with a per-sample version index (``group_index`` [S]), so the
+update recomputes log-probabilities under the groups the slate was sampled with
+(:meth:`Batch.popular_mask`).  Only contract attributes of the env are read (``horizon``, ``slate_size``, ``n_items``,
 ``n_history``, ``history``, ``user_rows``, ``env_data``, ``is_popular``, ``item_mask()``,
 ``episodes_done()``, step info ``cost`` and ``slot_rewards``).
 """
@@ -111,6 +122,29 @@ class Batch:
     ep_length: np.ndarray
     popular_share: float
     exposure: np.ndarray  # item exposure counts of the rollout
+    groups: torch.Tensor | None = None  # bool [G, n_items]: the distinct G0 masks in force during the rollout
+    group_index: torch.Tensor | None = None  # int64 [S]: which of ``groups`` each sample was drawn under
+    cost_limit_per_step: float = float("nan")  # α'·K
+
+    @property
+    def cost_limit(self) -> float:
+        """d = α'K · mean episode length: the limit on the undiscounted per-episode cost."""
+        return float(self.cost_limit_per_step * self.ep_length.mean())
+
+    @property
+    def c(self) -> float:
+        """J_C(π) − d in undiscounted per-episode units (> 0: the constraint is violated)."""
+        return float(self.ep_cost.mean()) - self.cost_limit
+
+    def popular_mask(self, idx: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The G0 mask each sample ``idx`` was drawn under: [n] when one grouping was in force for the
+        whole rollout (no copy), else [len(idx), n]; None if the batch carries no groups."""
+        if self.groups is None:
+            return None
+        if self.groups.shape[0] == 1:
+            return self.groups[0]
+        index = self.group_index if idx is None else self.group_index[idx]
+        return self.groups[index]
 
     @property
     def size(self) -> int:
@@ -157,7 +191,10 @@ def collect(env, actor, value_r, value_c, users: np.ndarray, device: torch.devic
 
     ``env`` is any :class:`fcpo.envs.SlateVectorEnv` with autoreset disabled and one sub-env per user;
     the cost limit is α'·K per step.  ``sample_fn(obs, exclude) -> (items, action, log_prob)`` replaces
-    ``actor.sample`` for policies that sample differently."""
+    ``actor.sample`` for policies that sample differently (it should read ``env.is_popular`` for the
+    groups of the step).  A capped actor (``slate_cap`` set) gets ``set_groups(env.is_popular)``
+    before every step's sampling."""
+    capped = getattr(actor, "slate_cap", None) is not None and hasattr(actor, "set_groups")
     if sample_fn is None:
         def sample_fn(obs_t, exclude):
             return actor.sample(obs_t, exclude, generator=generator)
@@ -172,10 +209,18 @@ def collect(env, actor, value_r, value_c, users: np.ndarray, device: torch.devic
     shown = np.full((horizon, n, n_shown), -1, dtype=np.int64)
     shown_now = np.full((n, n_shown), -1, dtype=np.int64)
     obs_steps, acts, items_all, logps = [], [], [], []
+    versions: list[np.ndarray] = []  # distinct G0 masks, in order of appearance
+    step_version = np.zeros(horizon, dtype=np.int64)
 
     def act(state, exclude, t):
+        groups_now = np.asarray(env.is_popular, dtype=bool)  # the groups in force for this step
+        if not versions or not np.array_equal(groups_now, versions[-1]):
+            versions.append(groups_now.copy())
+            if capped:
+                actor.set_groups(groups_now)
+        step_version[t] = len(versions) - 1
         items, action, logp = sample_fn(state.obs, exclude)
-        slot_cst[t] = env.is_popular[items.cpu().numpy()]  # the groups in force for this step's cost
+        slot_cst[t] = groups_now[items.cpu().numpy()]  # this step's cost under the same groups
         obs_steps.append(state.obs)
         acts.append(action)
         items_all.append(items)
@@ -220,4 +265,7 @@ def collect(env, actor, value_r, value_c, users: np.ndarray, device: torch.devic
         ep_disc_limit=discounted_sum(np.full_like(cst, cost_limit_per_step), alive, gamma_c),
         ep_length=alive.sum(0), popular_share=float((cst * alive).sum() / max(alive.sum() * k, 1)),
         exposure=exposure,
+        groups=torch.as_tensor(np.stack(versions), device=device),
+        group_index=torch.as_tensor(np.repeat(step_version[:horizon_used], n)[flat], device=device),
+        cost_limit_per_step=float(cost_limit_per_step),
     )

@@ -27,6 +27,10 @@ the popular group G0 (``is_popular``, updated by :meth:`SlateActor.set_groups`),
 log-probabilities are those of the capped process (softmax: capped Plackett-Luce;
 gaussian: the density of W, since the capped decoder is deterministic in W).
 ``slate_cap=None`` is exactly the unconstrained actor.
+
+Deployment: ``deploy_mode`` ("greedy" unless an agent says otherwise: ``expected``-mode agents
+deploy the sampled policy they trained) and ``alpha_prime`` (None unless set by the agent) are read
+by :func:`fcpo.evaluate.evaluate` to evaluate the deployed policy against its own α'.
 """
 from __future__ import annotations
 
@@ -45,6 +49,11 @@ MODES = ("gaussian", "softmax")
 
 class SlateActor(Policy):
     """Actor over K-item slates; see the module docstring for both modes."""
+
+    #: how the policy is deployed (the evaluator's default mode); agents set it per constraint mode
+    deploy_mode: str = "greedy"
+    #: α' of the constraint the actor was trained under (None: unknown), for the evaluator's report
+    alpha_prime: float | None = None
 
     def __init__(self, item_embeddings: torch.Tensor, n_history: int, slate_size: int, mode: str = "gaussian",
                  hidden: int = 64, init_std: float = 0.1, temperature: float = 0.1, residual_user: bool = True,
