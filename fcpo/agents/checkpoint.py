@@ -4,8 +4,8 @@
 ``_get_torch_save_params`` idea).  Each value is handled by its type:
 
 * objects with ``state_dict``/``load_state_dict`` (modules, optimisers, Lagrange multipliers, buffers);
-* ``torch.Generator`` (``get_state``/``set_state``) and ``numpy.random.Generator`` (the PCG64 state as
-  plain ints, so ``torch.load(weights_only=True)`` reads it);
+* ``torch.Generator`` (``get_state``/``set_state``), ``numpy.random.Generator`` and lists of them (the
+  PCG64 state as plain ints, so ``torch.load(weights_only=True)`` reads it);
 * numpy arrays (saved as tensors, restored with their dtype), and plain ``int``/``float``/``str``/
   ``dict`` values.
 
@@ -47,6 +47,8 @@ def save_value(value):
         return value.get_state()
     if isinstance(value, np.random.Generator):
         return numpy_rng_state(value.bit_generator.state)
+    if isinstance(value, list) and value and all(isinstance(v, np.random.Generator) for v in value):
+        return [numpy_rng_state(v.bit_generator.state) for v in value]  # e.g. a vector env's per-sub-env generators
     if hasattr(value, "state_dict"):
         return value.state_dict()
     if isinstance(value, np.ndarray):
@@ -90,6 +92,12 @@ class Checkpointed:
                 current.set_state(saved.cpu())
             elif isinstance(current, np.random.Generator):
                 current.bit_generator.state = restore_numpy_rng_state(saved)
+            elif isinstance(current, list) and current and all(isinstance(v, np.random.Generator) for v in current):
+                saved = [saved] if isinstance(saved, dict) else list(saved)  # a single state: older checkpoints
+                if len(saved) > len(current):
+                    raise ValueError(f"{key!r}: checkpoint has {len(saved)} generators, this object {len(current)}")
+                for gen, st in zip(current, saved):
+                    gen.bit_generator.state = restore_numpy_rng_state(st)
             elif hasattr(current, "load_state_dict"):
                 current.load_state_dict(saved)
             elif isinstance(current, np.ndarray):

@@ -210,8 +210,8 @@ class IALPAgent(Checkpointed):
     """iALP (``ialp``), A-iALP_ft (``ialp-ft``) and A-iALP_ap (``ialp-ap``); see the module docstring."""
 
     _checkpointed = ("actor", "policy", "reward_model", "value_r", "value_c", "opt_pi", "opt_r", "opt_c",
-                     "generator", ("numpy_rng", "rng"), ("sim_rng", "sim_env.np_random"),
-                     ("offline_rng", "offline_env.np_random"), "exposure", "stage", "pretrain_done", "interactions",
+                     "generator", ("numpy_rng", "rng"), ("sim_rng", "sim_env.generators"),
+                     ("offline_rng", "offline_env.generators"), "exposure", "stage", "pretrain_done", "interactions",
                      "pretrain_stats")
 
     def __init__(self, config: IALPConfig, env: EnvSpec, device="cpu", seed: int = 0, variant: str = "ialp-ft",

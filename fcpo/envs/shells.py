@@ -362,6 +362,11 @@ class VectorSlateEnv(_SlateEnvCommon, VectorEnv):
         return self.core.observe(), rewards, term, trunc, info
 
     # ------------------------------------------------------------------ generators (checkpoints)
+    @property
+    def generators(self) -> list:
+        """The per-sub-env ``numpy.random.Generator``s that draw users and outcomes (for checkpoints)."""
+        return self._rngs
+
     def rng_states(self) -> list[dict]:
         """The bit-generator state of every sub-env's generator (plain dicts of str/int: checkpointable)."""
         return [dict(g.bit_generator.state) for g in self._rngs]
