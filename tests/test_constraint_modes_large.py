@@ -227,3 +227,24 @@ def test_deploy_mode_attributes():
         agent = make_agent("tpgr", TPGRConfig(**TPGR_CI, alpha_prime=0.4, constraint=constraint, deploy=deploy),
                            ENV, "cpu", 0)
         assert agent.policy.deploy_mode == expect and agent.policy.constraint == constraint
+
+
+def test_wolpertinger_per_slate_adds_g1_candidates_when_the_neighbourhood_is_popular():
+    """k-NN candidates all in G0: the K nearest G1 items join the candidates, so the cap still holds."""
+    agent = WolpertingerAgent(WolpertingerConfig(**WOLP_CI, knn_k=K, alpha_prime=0.4), ENV, seed=0)
+    env = agent.env_spec.make_vector(cover_all_users=True, mode="test")
+    obs, info = env.reset(seed=0)
+    state = SlateState.from_numpy(obs, info["history"], info["user"])
+    exclude = torch.as_tensor(~env.item_mask())
+    cand = agent.policy.candidates(state.obs, exclude)
+    popular = torch.ones(env.n_items, dtype=torch.bool)
+    g1 = torch.randperm(env.n_items, generator=torch.Generator().manual_seed(0))[:8]
+    popular[g1] = False
+    assert float(popular[cand].float().mean()) > 0.9  # the plain neighbourhoods are (nearly) all G0
+    for mode in ("greedy", "sample"):
+        slate = agent.policy.act(state, K, mode, exclude, torch.Generator().manual_seed(1), is_popular=popular)
+        assert int(popular[slate].sum(1).max()) <= per_slate_cap(0.4, K)
+        assert bool((~exclude.gather(1, slate)).all())
+    items = agent.policy.act(state, K, "greedy", exclude, is_popular=popular)
+    logp = agent.policy.log_prob(state, items, exclude=exclude, is_popular=popular)
+    assert bool(torch.isfinite(logp).all())

@@ -7,6 +7,7 @@ Reads top to bottom:
    per-dimension range of the item embeddings (``env.env_data.item_embeddings``);
 2. g_k(a_hat): the k items nearest to a_hat (eq. 7-3: argmin of L2 distance by default), exact top-k
    or an approximate faiss index, with k = ceil(knn_ratio * |I|) (paper/seed: ~10 % of the catalogue);
+   in per-slate mode the K nearest G1 items are added, so a capped slate never lacks G1 items;
 3. the critic re-ranks the candidates, Q(s, a) = Q_r(s, a) - μ Q_c(s, a) (eq. 7-4; μ the Lagrange
    multiplier), and the K
    best distinct admissible candidates form the slate;
@@ -258,13 +259,25 @@ class WolpertingerPolicy(Policy):
         return torch.gather(cand, 1, pos)
 
     def candidates(self, obs: torch.Tensor, exclude: torch.Tensor | None, noise: torch.Tensor | None = None,
-                   k_nn: int | None = None) -> torch.Tensor:
-        """k-NN candidate ids [B, k_nn] of the (noisy) proto-action; -1 marks missing ones (approximate index)."""
+                   k_nn: int | None = None, popular: torch.Tensor | None = None, k_g1: int = 0) -> torch.Tensor:
+        """k-NN candidate ids [B, k_nn] of the (noisy) proto-action; -1 marks missing ones (approximate index).
+
+        Per-slate mode passes ``popular`` (G0, [n] or [B, n]) and ``k_g1`` = K: the k_g1 nearest
+        admissible G1 items are appended (those already among the k-NN marked -1), so the capped
+        choice can always fill the slate with G1 items instead of falling back to G0 ones when the
+        proto-action's neighbourhood is all popular."""
         proto = self.actor(obs)
         if noise is not None:
             proto = proto + noise
         scores, ids = self.index.search(proto.detach(), k_nn or self.k_nn, exclude)
-        return ids.masked_fill(torch.isneginf(scores), -1)  # rows with fewer admissible items than k_nn
+        ids = ids.masked_fill(torch.isneginf(scores), -1)  # rows with fewer admissible items than k_nn
+        if popular is None or k_g1 <= 0:
+            return ids
+        blocked = popular.expand(obs.shape[0], -1)
+        blocked = blocked if exclude is None else blocked | exclude
+        s1, i1 = self.index.search(proto.detach(), min(int(k_g1), self.items.shape[0]), blocked)
+        dup = (i1[:, :, None] == ids[:, None, :]).any(-1)
+        return torch.cat([ids, i1.masked_fill(torch.isneginf(s1) | dup, -1)], 1)
 
     def candidate_values(self, obs: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         """Penalised Q_r - μ Q_c of candidates [B, M] (-inf where cand < 0)."""
@@ -293,8 +306,9 @@ class WolpertingerPolicy(Policy):
         for start in range(0, len(state), self.act_chunk):  # bounded-memory row chunks
             sl = slice(start, start + self.act_chunk)
             obs = state.obs[sl]
-            cand = self.candidates(obs, None if exclude is None else exclude[sl], None if noise is None else noise[sl], k_nn)
             pop = popular if popular is None or popular.dim() == 1 else popular[sl]
+            cand = self.candidates(obs, None if exclude is None else exclude[sl], None if noise is None else noise[sl],
+                                   k_nn, pop, k)
             out.append(self.select(self.candidate_values(obs, cand), cand, k, cap, pop))
         slate = torch.cat(out, 0)
         if bool((slate < 0).any()):
@@ -316,9 +330,13 @@ class WolpertingerPolicy(Policy):
         cap = self.cap_for(items.shape[1])
         if candidates is not None or not cap_binds(cap, items.shape[1]):
             return super().log_prob(state, items, candidates, exclude)
-        s = self.scores(state)
+        popular = self._groups(is_popular)
+        cand = self.candidates(state.obs, exclude, popular=popular, k_g1=items.shape[1])  # as act (no noise)
+        v = self.candidate_values(state.obs, cand)
+        s = torch.full((len(state), self.items.shape[0] + 1), float("-inf"), device=v.device, dtype=v.dtype)
+        s = s.scatter(1, torch.where(cand < 0, torch.full_like(cand, self.items.shape[0]), cand), v)[:, :-1]
         off = torch.isneginf(s) if exclude is None else torch.isneginf(s) | exclude
-        return capped_plackett_luce_log_prob(s.masked_fill(off, 0.0), items, cap, self._groups(is_popular), off)
+        return capped_plackett_luce_log_prob(s.masked_fill(off, 0.0), items, cap, popular, off)
 
 
 class ReplayBuffer:
@@ -528,9 +546,9 @@ class WolpertingerAgent(Checkpointed):
         with torch.no_grad():
             # y = r + gamma Q'(s', pi'(s')): the target Wolpertinger slate at s' (table 7-1, line 10)
             exclude = shown_mask(b["next_shown"], self.n_items)
-            cand = tgt.candidates(b["next_obs"], exclude, k_nn=max(self.k_nn, self.k))
             cap = tgt.cap_for(self.k)
             popular = self.buffer.next_popular(b["next_group"]) if cap_binds(cap, self.k) else None
+            cand = tgt.candidates(b["next_obs"], exclude, k_nn=max(self.k_nn, self.k), popular=popular, k_g1=self.k)
             nxt = tgt.select(tgt.candidate_values(b["next_obs"], cand), cand, self.k, cap, popular)
             q_next = tgt.critic.target_value(b["next_obs"], pol.items[nxt.clamp(min=0)])
             q_next = (q_next * (nxt >= 0)[..., None]).sum(1)  # additive slate value [B, 2]
