@@ -54,8 +54,10 @@ def test_popular_counts(policy, spec: EnvSpec, mode: str, seed: int = 0) -> np.n
     return np.stack(counts, 1)
 
 
-def run(agent_name: str, constraint: str, alpha: float, iterations: int, spec: EnvSpec, seed: int) -> dict:
-    cfg = CONFIGS[agent_name](alpha_prime=alpha, constraint=constraint)
+def run(agent_name: str, constraint: str, alpha: float, iterations: int, spec: EnvSpec, seed: int,
+        deploy: str | None = None) -> dict:
+    extra = {} if deploy is None else {"deploy": deploy}
+    cfg = CONFIGS[agent_name](alpha_prime=alpha, constraint=constraint, **extra)
     agent = make_agent(agent_name, cfg, spec, "cpu", seed)
     start = time.perf_counter()
     history = [agent.train_iteration(it) for it in range(iterations)]
@@ -88,6 +90,8 @@ def main(argv=None) -> None:
     ap.add_argument("--alphas", nargs="+", type=float, default=[0.4, 1.0])
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--deploy", choices=["sample", "greedy"], default=None,
+                    help="expected mode: the deployed policy (default: each agent's own default)")
     ap.add_argument("--dataset", default="ml-100k")
     ap.add_argument("--out", default=str(RESULTS / "constraint_modes_large.json"))
     args = ap.parse_args(argv)
@@ -99,7 +103,7 @@ def main(argv=None) -> None:
     for agent_name in args.agents:
         for constraint in args.modes:
             for alpha in args.alphas:
-                r = run(agent_name, constraint, alpha, args.iterations, spec, args.seed)
+                r = run(agent_name, constraint, alpha, args.iterations, spec, args.seed, args.deploy)
                 rows.append(r)
                 f1 = next(v for key, v in r.items() if key.startswith("f1@"))
                 print(f"{agent_name:<13}{constraint:<10}{alpha:>5.1f}{r['deploy_mode']:>8}{100 * f1:>9.2f}"
