@@ -132,7 +132,7 @@ def test_tpgr_lagrangian_lowers_popular_exposure():
     """alpha_prime small: lambda rises and the trained policy shows fewer popular items than unconstrained."""
     runs = {}
     for alpha in (1.0, 0.1):
-        agent = TPGRAgent(TPGRConfig(**TPGR_CI, alpha_prime=alpha, lambda_lr=0.5), ENV, seed=0)
+        agent = TPGRAgent(TPGRConfig(**TPGR_CI, alpha_prime=alpha, lambda_lr=0.5, constraint="expected"), ENV, seed=0)
         for it in range(10):
             m = agent.train_iteration(it)
         runs[alpha] = (m["lambda"], run_episodes(agent.env_spec, greedy(agent.policy))[1])
@@ -167,14 +167,14 @@ def test_state_dict_resumes_exactly(name):
     small = dict(TPGR_CI, max_users=50) if name == "tpgr" else dict(WOLP_CI, num_envs=16, warmup=16,
                                                                      updates_per_iteration=4, noise="ou")
     cfg_cls = TPGRConfig if name == "tpgr" else WolpertingerConfig
-    a = make_agent(name, cfg_cls(**small, alpha_prime=0.05), ENV, "cpu", seed=3)
+    a = make_agent(name, cfg_cls(**small, alpha_prime=0.05, constraint="expected"), ENV, "cpu", seed=3)
     a.train_iteration(0)
     buf = io.BytesIO()
     torch.save(a.state_dict(), buf)  # a real checkpoint round trip (state_dict holds live references)
     buf.seek(0)
     saved = torch.load(buf, weights_only=False)
     expected = a.train_iteration(1)
-    b = make_agent(name, cfg_cls(**small, alpha_prime=0.05), ENV, "cpu", seed=99)
+    b = make_agent(name, cfg_cls(**small, alpha_prime=0.05, constraint="expected"), ENV, "cpu", seed=99)
     b.load_state_dict(saved)
     got = b.train_iteration(1)
     assert got == pytest.approx(expected, nan_ok=True)

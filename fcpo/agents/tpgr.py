@@ -14,8 +14,15 @@ Reads top to bottom:
    (eq. 7-13), standardised per user (for each user and step t, over that user's
    rollouts: a per-user baseline that removes the between-user spread of returns),
    loss = -mean(A_t log pi(a_t | s_t));
-5. the popular-exposure constraint J_C <= d with d = alpha_prime * K per step,
-   through a Lagrange multiplier (projected dual ascent, :mod:`fcpo.agents.lagrangian`).
+5. the popular-exposure constraint, in one of two modes (``constraint``):
+   ``per-slate`` -- at most floor(α'K) G0 items in every slate, enforced inside the tree policy
+   (G0 leaves masked once the cap is reached, log-probabilities exact, :mod:`fcpo.policies.tree`;
+   the groups in force at each step are recorded and reused by the update; no multiplier);
+   ``expected`` -- J_C <= d with d = alpha_prime * K per step through a Lagrange multiplier
+   (projected dual ascent, :mod:`fcpo.agents.lagrangian`) whose cost is that of the DEPLOYED
+   policy: ``deploy="sample"`` (default) deploys the trained stochastic policy, whose cost is the
+   training rollout's; ``deploy="greedy"`` deploys the greedy walk and measures its cost with a
+   greedy rollout of the same users every iteration (a separate env, so training is unchanged).
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ import numpy as np
 import torch
 
 from fcpo.agents.base import check_alpha_prime, param, register_agent
+from fcpo.policies.base import check_constraint_mode
 from fcpo.agents.checkpoint import Checkpointed
 from fcpo.agents.lagrangian import LagrangeMultiplier
 from fcpo.agents.rollout import SlateStep, run_slate_episodes, with_reward_option
@@ -52,8 +60,15 @@ class TPGRConfig:
     alpha_prime: float = param(1.0, "α': cost limit d = α'·K G0 items per step (1.0 = unconstrained)")
     lambda_lr: float = param(0.05, "step size of the Lagrange multiplier")
     lambda_init: float = param(0.0, "initial Lagrange multiplier")
+    constraint: str = param("per-slate", "per-slate (cap floor(α'K) G0 items in every slate, in the tree walk) | "
+                                         "expected (Lagrange multiplier on the deployed policy's expected cost)")
+    deploy: str = param("sample", "expected mode: the deployed policy, sample (the trained stochastic one) | greedy "
+                                  "(its cost is measured by a greedy rollout each iteration); per-slate deploys greedy")
 
     def __post_init__(self):
+        self.constraint = check_constraint_mode(self.constraint, "TPGRConfig")
+        if self.deploy not in ("sample", "greedy"):
+            raise ValueError(f"TPGRConfig: deploy must be 'sample' or 'greedy', got {self.deploy!r}")
         if self.clustering not in TREE_METHODS:
             raise ValueError(f"clustering must be one of {TREE_METHODS}, got {self.clustering!r}")
         if self.rollouts_per_user < 1 or self.updates_per_iteration < 1 or self.minibatch < 1:
@@ -95,7 +110,11 @@ class TPGRAgent(Checkpointed):
         self.n_items, self.k, self.horizon, self.n_history = env.n_items, env.slate_size, env.horizon, env.n_history
         items = torch.as_tensor(env.env_data.item_embeddings, dtype=torch.float32, device=self.device)
         tree = build_balanced_tree(items, config.depth, config.branching, config.clustering)
-        self.policy = TreePolicy(tree, int(env.single_observation_space.shape[0]), config.hidden).to(self.device)
+        deploy_mode = config.deploy if config.constraint == "expected" else "greedy"
+        self.policy = TreePolicy(tree, int(env.single_observation_space.shape[0]), config.hidden,
+                                 alpha_prime=config.alpha_prime, constraint=config.constraint,
+                                 deploy_mode=deploy_mode).to(self.device)
+        self.policy.set_groups(np.asarray(env.is_popular, dtype=bool))
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr)
         self.cost_limit_per_step = config.alpha_prime * self.k
         self.lagrange = LagrangeMultiplier(self.cost_limit_per_step, config.lambda_lr, config.lambda_init,
@@ -103,6 +122,12 @@ class TPGRAgent(Checkpointed):
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
         self.iteration = 0
+        self._deploy_env = None  # expected mode with deploy="greedy": env of the deployed-cost rollout
+        self._deploy_generator = torch.Generator(device=self.device)
+        self._deploy_generator.manual_seed(self.seed + 1)
+
+    def _after_load(self) -> None:
+        self.policy.set_groups(np.asarray(self.env.is_popular, dtype=bool))
 
     # ----------------------------------------------------------------------------------- rollout
     def _users(self) -> np.ndarray:
@@ -114,7 +139,7 @@ class TPGRAgent(Checkpointed):
         return np.repeat(users.numpy(), self.config.rollouts_per_user)
 
     @torch.no_grad()
-    def rollout(self) -> dict[str, torch.Tensor]:
+    def rollout(self, users: np.ndarray | None = None) -> dict[str, torch.Tensor]:
         env, dev = self.env, self.device
         e, t_len = env.num_envs, self.horizon
         obs_buf = torch.zeros(t_len, e, int(env.single_observation_space.shape[0]), device=dev)
@@ -122,10 +147,12 @@ class TPGRAgent(Checkpointed):
         rewards = torch.zeros(t_len, e, device=dev)
         costs = torch.zeros(t_len, e, device=dev)
         valid = torch.zeros(t_len, e, dtype=torch.bool, device=dev)
+        popular = torch.zeros(t_len, self.n_items, dtype=torch.bool, device=dev)  # G0 in force at each step
         start: dict[str, torch.Tensor] = {}
 
         def act(state: SlateState, exclude: torch.Tensor, t: int) -> torch.Tensor:
-            return self.policy.act(state, self.k, "sample", exclude, self.generator)
+            popular[t] = torch.as_tensor(np.asarray(env.is_popular, dtype=bool), device=dev)
+            return self.policy.act(state, self.k, "sample", exclude, self.generator, is_popular=popular[t])
 
         def record(step: SlateStep) -> None:
             t, state = step.t, step.state
@@ -136,8 +163,29 @@ class TPGRAgent(Checkpointed):
             rewards[t] = torch.as_tensor(step.reward, dtype=torch.float32, device=dev) * alive
             costs[t] = torch.as_tensor(step.info["cost"], dtype=torch.float32, device=dev) * alive
 
-        run_slate_episodes(env, self._users(), act, dev, on_step=record)
-        return dict(obs=obs_buf, slates=slates, rewards=rewards, costs=costs, valid=valid, **start)
+        run_slate_episodes(env, self._users() if users is None else users, act, dev, on_step=record)
+        return dict(obs=obs_buf, slates=slates, rewards=rewards, costs=costs, valid=valid, popular=popular, **start)
+
+    @torch.no_grad()
+    def deployed_cost_per_step(self, users: np.ndarray) -> float:
+        """G0 items per step of the greedy (deployed) policy on ``users``, from its own rollout."""
+        if self._deploy_env is None:
+            self._deploy_env = self.env_spec.make_vector(self.env.num_envs, mode="train")
+        env, dev = self._deploy_env, self.device
+        cost, steps = torch.zeros((), device=dev), torch.zeros((), device=dev)
+
+        def act(state: SlateState, exclude: torch.Tensor, t: int) -> torch.Tensor:
+            pop = torch.as_tensor(np.asarray(env.is_popular, dtype=bool), device=dev)
+            return self.policy.act(state, self.k, "greedy", exclude, self._deploy_generator, is_popular=pop)
+
+        def record(step: SlateStep) -> None:
+            nonlocal cost, steps
+            alive = torch.as_tensor(step.alive, device=dev)
+            cost = cost + (torch.as_tensor(step.info["cost"], dtype=torch.float32, device=dev) * alive).sum()
+            steps = steps + alive.sum()
+
+        run_slate_episodes(env, users, act, dev, on_step=record)
+        return float(cost / steps.clamp(min=1))
 
     # ------------------------------------------------------------------------------------ update
     def _returns(self, rewards: torch.Tensor) -> torch.Tensor:
@@ -150,7 +198,8 @@ class TPGRAgent(Checkpointed):
 
     def train_iteration(self, iteration: int) -> dict[str, float]:
         cfg = self.config
-        batch = self.rollout()
+        users = self._users()
+        batch = self.rollout(users)
         valid = batch["valid"]
         penalised = self.lagrange.penalised(batch["rewards"], batch["costs"])
         adv = per_user_standardise(self._returns(penalised), valid, self.n_users_batch)
@@ -168,7 +217,8 @@ class TPGRAgent(Checkpointed):
                 keep = cols[None, :] < (self.n_history + ti * self.k)[:, None]
                 exclude = shown_mask(torch.where(keep, all_shown[ei], torch.full_like(all_shown[ei], -1)), self.n_items)
                 state = SlateState(batch["obs"][ti, ei], batch["initial"][ei], batch["user"][ei])
-                logp = self.policy.log_prob(state, batch["slates"][ti, ei], exclude=exclude)
+                logp = self.policy.log_prob(state, batch["slates"][ti, ei], exclude=exclude,
+                                            is_popular=batch["popular"][ti])  # the groups the slate was drawn under
                 loss = -(adv[ti, ei] * logp).sum() / max(n, 1)  # eq. 7-15
                 loss.backward()
                 total += float(loss.detach())
@@ -178,7 +228,11 @@ class TPGRAgent(Checkpointed):
             losses.append(total)
         steps = valid.sum().clamp(min=1)
         cost_per_step = float(batch["costs"].sum() / steps)
-        self.lagrange.update(cost_per_step)  # per-step units: J_C / step vs d = alpha' K
+        deployed_cost = cost_per_step  # deploy="sample": the training rollout is the deployed policy's
+        if cfg.constraint == "expected":
+            if self.policy.deploy_mode == "greedy":
+                deployed_cost = self.deployed_cost_per_step(users)
+            self.lagrange.update(deployed_cost)  # per-step units: J_C / step vs d = alpha' K
         self.iteration = iteration + 1
         e = valid.shape[1]
         ep_len = float(valid.sum() / e)
@@ -188,6 +242,7 @@ class TPGRAgent(Checkpointed):
             "cost_limit": float(self.cost_limit_per_step * ep_len),  # alpha' K per step, over the mean episode length
             "cost_per_step": cost_per_step,
             "popular_share": cost_per_step / self.k,
+            "deployed_popular_share": deployed_cost / self.k,
             "lambda": self.lagrange.item(),
             "episode_length": ep_len,
             "loss": float(np.mean(losses)),

@@ -32,6 +32,14 @@ items already in the slate) are masked, so no item repeats, and
 
 ``log_prob`` of a slate is the exact probability of drawing its items in order
 without replacement (each later item's path renormalised over what is left).
+
+Per-slate cap (``constraint="per-slate"``, FCPO eq. 7-9 per slate, :mod:`fcpo.policies.capped`).
+With m = floor(α'K) < K, once a slate holds m G0 items the G0 leaves join the excluded items
+for the remaining positions (unless no G1 item is left: then only the excluded and already
+picked items stay masked, the rule of :mod:`fcpo.policies.capped`).  The same subtree-count
+masking then renormalises every node softmax over the children that still hold an allowed
+leaf, so sampling, greedy walks and ``log_prob`` agree and the log-probability stays exact.
+``constraint="expected"`` or m >= K leave the policy exactly as above.
 """
 from __future__ import annotations
 
@@ -40,7 +48,9 @@ import math
 import torch
 from torch import nn
 
-from fcpo.policies.base import Policy, SlateState, plackett_luce_log_prob
+from fcpo.evaluate.constraint import per_slate_cap
+from fcpo.policies.base import Policy, SlateState, check_alpha_prime, check_constraint_mode, plackett_luce_log_prob
+from fcpo.policies.capped import cap_binds
 
 TREE_METHODS = ("pca", "kmeans")
 
@@ -281,9 +291,17 @@ class TreePolicy(Policy):
 
     log_prob_kind = "exact tree-path softmax (sum of per-node log-softmax along the path; slates without replacement)"
 
-    def __init__(self, tree: BalancedTree, obs_dim: int, hidden: int = 64, encoder_layers: int = 1):
+    def __init__(self, tree: BalancedTree, obs_dim: int, hidden: int = 64, encoder_layers: int = 1,
+                 alpha_prime: float = 1.0, constraint: str = "per-slate", deploy_mode: str = "greedy"):
         super().__init__()
         self.tree = tree
+        self.alpha_prime = check_alpha_prime(alpha_prime, "TreePolicy")
+        self.constraint = check_constraint_mode(constraint, "TreePolicy")
+        if deploy_mode not in ("greedy", "sample"):
+            raise ValueError(f"TreePolicy: deploy_mode must be 'greedy' or 'sample', got {deploy_mode!r}")
+        self.deploy_mode = deploy_mode  # how the evaluator acts with this policy by default
+        self.register_buffer("is_popular", torch.zeros(tree.n_items, dtype=torch.bool), persistent=False)
+        self.has_groups = False
         self.hidden = int(hidden)
         layers: list[nn.Module] = []
         width = obs_dim
@@ -297,6 +315,41 @@ class TreePolicy(Policy):
         # zero heads: the initial policy is uniform over the admissible children of every node
         self.weights = nn.ParameterList([nn.Parameter(torch.zeros(c ** lv, self.hidden, c)) for lv in range(tree.depth)])
         self.biases = nn.ParameterList([nn.Parameter(torch.zeros(c ** lv, c)) for lv in range(tree.depth)])
+
+    # -- per-slate cap
+    def set_groups(self, is_popular) -> None:
+        """Set G0 (bool [n_items]); dynamic groupings call this whenever G0 changes."""
+        mask = torch.as_tensor(is_popular, device=self.is_popular.device)
+        if mask.dtype != torch.bool or mask.shape != (self.tree.n_items,):
+            raise ValueError(f"is_popular must be a bool mask of shape [{self.tree.n_items}], "
+                             f"got dtype {mask.dtype} shape {list(mask.shape)}")
+        self.is_popular.copy_(mask)
+        self.has_groups = True
+
+    def cap_for(self, k: int) -> int | None:
+        """m = floor(α'k) G0 items per k-item slate in per-slate mode; None (no cap) in expected mode."""
+        return per_slate_cap(self.alpha_prime, k) if self.constraint == "per-slate" else None
+
+    def _groups(self, is_popular: torch.Tensor | None, b: int) -> torch.Tensor:
+        """The G0 mask of one call as [B, n]: the override ([n] or [B, n]) or the policy's own groups."""
+        if is_popular is None:
+            if not self.has_groups:
+                raise RuntimeError("TreePolicy in per-slate mode needs the popular group: call set_groups() "
+                                   "or pass is_popular=")
+            is_popular = self.is_popular
+        pop = torch.as_tensor(is_popular, device=self.is_popular.device)
+        n = self.tree.n_items
+        if pop.dtype != torch.bool or pop.shape not in ((n,), (b, n)):
+            raise ValueError(f"is_popular must be a bool mask [{n}] or [{b}, {n}], got {pop.dtype} {list(pop.shape)}")
+        return pop.expand(b, n)
+
+    @staticmethod
+    def capped_exclusion(blocked: torch.Tensor, pop: torch.Tensor, popular_so_far: torch.Tensor,
+                         cap: int) -> torch.Tensor:
+        """Items a slate position may not take ([B, n]): ``blocked`` (excluded or already picked),
+        plus G0 once ``popular_so_far >= cap`` -- unless that leaves no item (no G1 left), then ``blocked``."""
+        capped = blocked | (pop & (popular_so_far >= cap)[:, None])
+        return torch.where((~capped).any(1, keepdim=True), capped, blocked)
 
     # -- helpers
     def _level_logits(self, h: torch.Tensor, level: int) -> torch.Tensor:
@@ -375,12 +428,14 @@ class TreePolicy(Policy):
 
     @torch.no_grad()
     def act(self, state: SlateState, k: int, mode: str = "greedy", exclude: torch.Tensor | None = None,
-            generator: torch.Generator | None = None) -> torch.Tensor:
+            generator: torch.Generator | None = None, is_popular: torch.Tensor | None = None) -> torch.Tensor:
         """k distinct items per row, walking root -> leaf k times.
 
         ``sample``: each step draws from the masked node softmax (so the slate has exactly
         probability exp(log_prob)); ``greedy``: the most probable admissible child at every
-        node (beam width 1 -- the mode of the path, not necessarily of the item).
+        node (beam width 1 -- the mode of the path, not necessarily of the item).  In per-slate
+        mode G0 leaves are masked once the cap is reached (groups: ``is_popular`` [n] / [B, n]
+        or the policy's own, :meth:`set_groups`).
         """
         if mode not in ("greedy", "sample"):
             raise ValueError(f"mode must be 'greedy' or 'sample', got {mode!r}")
@@ -388,6 +443,9 @@ class TreePolicy(Policy):
         tree, c, d = self.tree, self.tree.branching, self.tree.depth
         h = self.encoder(state.obs)
         b = h.shape[0]
+        cap = self.cap_for(k)
+        if cap_binds(cap, k):
+            return self._act_capped(h, k, mode, exclude, generator, cap, self._groups(is_popular, b))
         excl = tree.excluded_counts(exclude) if exclude is not None else None
         ar = torch.arange(c, device=h.device)
         leaves = torch.zeros(b, 0, dtype=torch.long, device=h.device)
@@ -409,6 +467,59 @@ class TreePolicy(Policy):
                 node = torch.gather(child, 1, logits.argmax(1, keepdim=True)).squeeze(1)
             leaves = torch.cat([leaves, node[:, None]], 1)
         return tree.leaf_item[leaves]
+
+    def _walk(self, h, exclude, mode, generator, full) -> torch.Tensor:
+        """One root -> leaf walk per row avoiding the items of ``exclude`` [B, n]; the leaf ids [B]."""
+        tree, c, d = self.tree, self.tree.branching, self.tree.depth
+        excl = tree.excluded_counts(exclude)
+        ar = torch.arange(c, device=h.device)
+        node = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
+        for level in range(d):  # tree depth
+            child = node[:, None] * c + ar
+            ok = self._admissible(level, child, exclude, excl)
+            logits = self._node_logits(h, level, None if level == 0 else node, full[level])
+            if level == 0:
+                logits = logits.expand(h.shape[0], c)
+            logits = logits.masked_fill(~ok, float("-inf"))
+            if mode == "sample":
+                u = torch.rand(logits.shape, device=h.device, generator=generator).clamp_(1e-20, 1.0)
+                logits = logits - torch.log(-torch.log(u))
+            node = torch.gather(child, 1, logits.argmax(1, keepdim=True)).squeeze(1)
+        return node
+
+    def _act_capped(self, h, k, mode, exclude, generator, cap: int, pop: torch.Tensor) -> torch.Tensor:
+        """:meth:`act` under the per-slate cap: position j walks the tree with the items of
+        :meth:`capped_exclusion` masked (excluded, picked, and G0 at the cap)."""
+        b, n = pop.shape
+        rows = torch.arange(b, device=h.device)
+        blocked = torch.zeros(b, n, dtype=torch.bool, device=h.device) if exclude is None else exclude.clone()
+        popular_so_far = torch.zeros(b, dtype=torch.long, device=h.device)
+        full = [None] + [self._level_logits(h, lv) if self._use_level_gemm(lv, k, b) else None
+                         for lv in range(1, self.tree.depth)]
+        picks = []
+        for _ in range(k):  # slate positions
+            item = self.tree.leaf_item[self._walk(h, self.capped_exclusion(blocked, pop, popular_so_far, cap),
+                                                  mode, generator, full)]
+            picks.append(item)
+            blocked[rows, item] = True
+            popular_so_far += pop[rows, item]
+        return torch.stack(picks, 1)
+
+    def _capped_log_prob(self, h, items, exclude, cap: int, pop: torch.Tensor) -> torch.Tensor:
+        """Per-position exact log-probabilities [B, k] under the cap (position j: one path over the
+        items :meth:`capped_exclusion` leaves allowed given positions < j)."""
+        b, n = pop.shape
+        rows = torch.arange(b, device=h.device)
+        blocked = torch.zeros(b, n, dtype=torch.bool, device=h.device) if exclude is None else exclude.clone()
+        popular_so_far = torch.zeros(b, dtype=torch.long, device=h.device)
+        terms = []
+        for j in range(items.shape[1]):  # slate positions, vectorised over rows
+            allowed_mask = self.capped_exclusion(blocked, pop, popular_so_far, cap)
+            terms.append(self._path_log_prob(h, items[:, j:j + 1], allowed_mask, sequential=False)[:, 0])
+            blocked = blocked.clone()
+            blocked[rows, items[:, j]] = True
+            popular_so_far = popular_so_far + pop[rows, items[:, j]]
+        return torch.stack(terms, 1)
 
     def _path_log_prob(self, h, items, exclude, sequential: bool) -> torch.Tensor:
         """Sum of per-node log-softmax along the paths of ``items`` [B, k] -> [B, k].
@@ -440,11 +551,15 @@ class TreePolicy(Policy):
         return total
 
     def log_prob(self, state: SlateState, items: torch.Tensor, candidates: torch.Tensor | None = None,
-                 exclude: torch.Tensor | None = None) -> torch.Tensor:
+                 exclude: torch.Tensor | None = None, is_popular: torch.Tensor | None = None) -> torch.Tensor:
         """Exact log-probability [B] of drawing the slate ``items`` [B, k] in order, without replacement,
-        with ``exclude`` masked.  With ``candidates`` [B, C]: Plackett-Luce over the candidates with
-        weights pi(item | s) (the item marginals of the tree)."""
+        with ``exclude`` masked (and, in per-slate mode, G0 masked at the cap under the groups
+        ``is_popular`` or the policy's own).  With ``candidates`` [B, C]: Plackett-Luce over the
+        candidates with weights pi(item | s) (the item marginals of the tree; no cap)."""
         h = self.encoder(state.obs)
+        cap = self.cap_for(items.shape[1])
+        if candidates is None and cap_binds(cap, items.shape[1]):
+            return self._capped_log_prob(h, items, exclude, cap, self._groups(is_popular, h.shape[0])).sum(1)
         if candidates is not None:
             s_c = self._path_log_prob(h, candidates, exclude, sequential=False)
             pos = (candidates[:, :, None] == items[:, None, :]).float().argmax(dim=1)
