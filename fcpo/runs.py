@@ -384,8 +384,11 @@ def build_agent(config: RunConfig, device):
     from fcpo.agents.base import make_agent
 
     cls = agent_config_class(config.agent)
+    values = dict(config.agent_config)
+    if "constraint" in {f.name for f in fields(cls)} and "constraint" not in values:
+        values["constraint"] = "expected"  # run folders from before the constraint modes trained the CMDP constraint
     try:
-        agent_cfg = cls(**config.agent_config)
+        agent_cfg = cls(**values)
         return make_agent(config.agent, agent_cfg, config.env_spec(), device, config.seed)
     except TypeError as exc:
         raise ValueError(f"agent {config.agent!r}: {exc}") from None

@@ -221,3 +221,26 @@ def test_ctrl_c_during_start_up_exits_quietly(tmp_path):
     assert "Traceback" not in err and "interrupted" in err.strip().splitlines()[-1]
     run = tmp_path / "runs" / "cc"
     assert not run.exists() or (run / "config.yaml").is_file()  # no half-made folder
+
+
+def test_constraint_flag_reaches_the_config_and_resume_refuses_it(tmp_path):
+    """``--constraint`` is stored in the resolved config (default per-slate); old runs without the key are rebuilt
+    in the mode they were trained with (expected)."""
+    import yaml as _yaml
+
+    from fcpo import runs as _runs
+
+    out = subprocess.run([sys.executable, "-m", "fcpo.cli.train", "--dataset", "synthetic", "--alpha", "0.4",
+                          "--constraint", "expected", "--print-config"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert _yaml.safe_load(out.stdout)["agent_config"]["constraint"] == "expected"
+    out = subprocess.run([sys.executable, "-m", "fcpo.cli.train", "--dataset", "synthetic", "--print-config"],
+                         capture_output=True, text=True, timeout=300)
+    assert _yaml.safe_load(out.stdout)["agent_config"]["constraint"] == "per-slate"
+    bad = subprocess.run([sys.executable, "-m", "fcpo.cli.train", "--constraint", "sometimes"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    legacy = _runs.resolve(_runs.RunConfig(agent="fcpo", env={"id": _runs.DEFAULT_ENV_ID, "dataset": "synthetic"}))
+    legacy.agent_config.pop("constraint")
+    agent = _runs.build_agent(legacy, "cpu")
+    assert agent.config.constraint == "expected" and agent.policy.deploy_mode == "sample"

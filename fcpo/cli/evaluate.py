@@ -25,8 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "ranking: one top-K list per user")
     p.add_argument("--k", type=int, default=None, help="slate size K (default: the run's)")
     p.add_argument("--steps", type=int, default=None, help="rollout length L (default: the run's horizon)")
-    p.add_argument("--mode", choices=("greedy", "sample"), default="greedy", help="greedy (default) or sampled slates")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds for sampled evaluation (mean ± std)")
+    p.add_argument("--mode", choices=("greedy", "sample"), default=None,
+                   help="greedy or sampled slates (default: the deployed policy — greedy for per-slate runs, "
+                        "sampled for expected-mode runs)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="seeds for sampled evaluation, mean ± std (default 0 1 2)")
     p.add_argument("--grouping", choices=("static", "dynamic"), default=None,
                    help="env grouping during the rollout (default: the run's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -74,7 +77,7 @@ def _main(args) -> int:
         policy = agent.policy
         out = Path(args.out) if args.out else run_dir / f"eval-{args.split}.json"
     report = runs.evaluate_policy(policy, config, protocol=args.protocol, k=args.k, steps=args.steps, mode=args.mode,
-                                  seeds=tuple(args.seeds), device=device, split=args.split, grouping=args.grouping)
+                                  seeds=tuple(args.seeds) if args.seeds else None, device=device, split=args.split, grouping=args.grouping)
     runs.write_json(out, report)
     print(format_report(report))
     print(f"{PROG}: wrote {out}", file=sys.stderr)

@@ -19,7 +19,7 @@ from fcpo.cli.common import (CLIError, Parser, add_data_flags, add_threads_flag,
 
 PROG = "fcpo-train"
 ENV_FLAGS = ("dataset", "columns", "data_dir", "slate_size", "horizon", "grouping", "reward")  # flags that are env options
-RESUME_FORBIDS = ("alpha", "agent", "seed", "config", "name", "run_dir", "env", *ENV_FLAGS)
+RESUME_FORBIDS = ("alpha", "constraint", "agent", "seed", "config", "name", "run_dir", "env", *ENV_FLAGS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "ialp); an unknown name lists them all")
     p.add_argument("--alpha", type=float, default=None,
                    help="α' in (0, 1]: at most α'·K items of the popular group G0 per K-item slate (default 1.0)")
+    p.add_argument("--constraint", choices=("per-slate", "expected"), default=None,
+                   help="how α' is met: per-slate (default) caps the G0 items of every slate inside the policy's "
+                        "decoding, greedy and sampled alike; expected trains the CMDP constraint (mean share <= α') "
+                        "and deploys the trained stochastic policy")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an agent hyper-parameter, e.g. --set max_kl=0.02 (repeatable; YAML-typed)")
     p.add_argument("--list-params", action="store_true",
@@ -86,6 +90,8 @@ def config_from_args(args):
         if not 0.0 < args.alpha <= 1.0:
             raise CLIError(f"--alpha must lie in (0, 1], got {args.alpha}")
         config.agent_config["alpha_prime"] = args.alpha
+    if args.constraint is not None:
+        config.agent_config["constraint"] = args.constraint
     config.agent_config.update(parse_key_values(args.set, "--set"))
     config.validate("flags")
     return resolve(config)
