@@ -29,8 +29,8 @@ step, ``info["cost"]``) of every user's slate at every step, [U, L] with the epi
 summarised by :func:`fcpo.evaluate.constraint.constraint_report` into ``report["constraint"]``: mean
 popular share, per-step profile, maximum per-step share, fraction of slates above the cap ⌊α'K⌋,
 the cap and ``per_slate_ok``.  α' is ``alpha_prime=`` or the policy's own ``alpha_prime``; without
-one the cap-based fields are left out.  A policy with a per-slate cap (``slate_cap``) gets the env's
-groups before every step (``set_groups``), as in training.
+one the cap-based fields are left out.  A policy that can take groups (``set_groups``: the capped slate
+actor, TPGR's tree, Wolpertinger) gets the env's groups before every step, as in training.
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def _fairness(rec: np.ndarray, is_popular: np.ndarray, n_items: int) -> dict:
 
 def _sync_groups(policy, env) -> None:
     """Give a capped policy the env's G0 in force now (dynamic groupings change it every step)."""
-    if getattr(policy, "slate_cap", None) is not None and hasattr(policy, "set_groups"):
+    if hasattr(policy, "set_groups"):  # every capped policy (slate actor, tree, Wolpertinger) follows the env's groups
         policy.set_groups(np.asarray(env.is_popular, dtype=bool))
 
 
