@@ -280,7 +280,7 @@ def run_job(job: dict) -> dict:
         else:
             policy = runs.ranker_policy(job["method"], config, job["alpha"], seed=job["seed"])
         train_s = time.perf_counter() - t0
-        report = runs.evaluate_policy(policy, config, protocol="rollout", steps=job["eval_steps"],
+        report = runs.evaluate_policy(policy, config, protocol="rollout", steps=job["eval_steps"], alpha_prime=job["alpha"],
                                       grouping=config.env["grouping"])
         ranking = runs.evaluate_policy(policy, config, protocol="ranking")  # first-slate exposure: Lorenz curves
         x, y = lorenz_curve(np.asarray(report.pop("exposure_counts")))

@@ -264,7 +264,7 @@ def front_rows(results: list[dict], k: int = 5, steps: int = 10) -> list[dict]:
         for key in acc_keys:
             row[key], row[key + "_std"] = _mean_std([100 * r["eval"]["metrics"][key] for r in rs])
         for key in ("popular_share", "max_step_share", "fraction_above_cap"):
-            row[key], row[key + "_std"] = _mean_std([v[key] for v in views])
+            row[key], row[key + "_std"] = _mean_std([v.get(key) for v in views])
         row["max_step_share_worst"] = float(max(v["max_step_share"] for v in views))
         oks = [v.get("per_slate_ok") for v in views]
         row["per_slate_ok"] = None if any(o is None for o in oks) else bool(all(oks))
