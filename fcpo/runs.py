@@ -590,8 +590,11 @@ def plot_training(run_dir: str | Path, records: list[dict], alpha_prime: float |
             ax3.axhline(100 * alpha, color="k", linestyle="--", label=f"α' = {100 * alpha:g} %")
         ax3.set(xlabel="iteration", ylabel="G0 share of recommended items (%)", title="popular share vs α'")
         ax3.legend(loc="best", fontsize=8)
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(run_dir.name, fontsize=9)
     fig.tight_layout()
     path = save_figure(fig, run_dir / "training_curves.png", dpi=110)
