@@ -66,6 +66,8 @@ def test_seeds_of_one_setting_are_one_band(two_seeds):
     np.testing.assert_allclose(mean, rewards.mean(axis=0))
     np.testing.assert_allclose(sd, rewards.std(axis=0))
     assert [len(m) for _, m in plot.group_runs(loaded, grouped=False)] == [1, 1]
+    again = plot.load(str(two_seeds / "runs" / "s0"))
+    assert [len(m) for _, m in plot.group_runs([loaded[0], again])] == [1, 1]
 
 
 # ------------------------------------------------------------------ hand-made run folders

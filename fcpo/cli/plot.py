@@ -73,12 +73,17 @@ def load(path: str) -> Run:
 
 
 def group_runs(runs_: list[Run], grouped: bool = True) -> list[tuple[str, list[Run]]]:
-    """``[(label, runs)]`` in first-seen order; runs differing only by seed share a group."""
+    """``[(label, runs)]`` in first-seen order; runs differing only by seed share a group (runs that
+    repeat a seed of their setting are drawn one by one)."""
     groups: dict[str, list[Run]] = {}
     for i, run in enumerate(runs_):
         groups.setdefault(run.setting() if grouped else str(i), []).append(run)
     out = []
     for members in groups.values():
+        seeds = [r.config.seed for r in members]
+        if len(set(seeds)) < len(seeds):  # repeats of one seed are not a seed band: one curve each
+            out += [(r.path.name, [r]) for r in members]
+            continue
         if len(members) == 1:
             label = members[0].path.name
         else:
