@@ -176,7 +176,7 @@ class TrainedRun:
         return Recommendations(rows, user_id, mode)
 
     def evaluate(self, **kwargs) -> dict:
-        """:func:`fcpo.evaluate.evaluate` of the policy on the run's env (same keywords, e.g. ``protocol="ranking"``)."""
+        """:func:`fcpo.evaluate.evaluate` of the policy on the run's env (its keywords, e.g. ``protocol="ranking"``)."""
         kwargs.setdefault("device", self.device)
         return runs.evaluate_policy(self.policy, self.config, **kwargs)
 

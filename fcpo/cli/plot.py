@@ -112,14 +112,13 @@ def _curve(members: list[Run], key: str):
                 values[i, col[r["iteration"]]] = v
     if np.isnan(values).all():
         return None
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(values, axis=0)
-            count = (~np.isnan(values)).sum(axis=0)
-            sd = np.where(count >= 2, np.nanstd(values, axis=0), np.nan) if len(members) > 1 else None
+    count = (~np.isnan(values)).sum(axis=0)
+    mean = np.nansum(values, axis=0) / np.maximum(count, 1)
+    mean[count == 0] = np.nan
+    sd = None
+    if len(members) > 1:
+        spread = np.sqrt(np.nansum((values - mean) ** 2, axis=0) / np.maximum(count, 1))
+        sd = np.where(count >= 2, spread, np.nan)
     return np.array(its), mean, sd
 
 
