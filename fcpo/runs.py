@@ -539,8 +539,24 @@ def train_loop(agent, run_dir: str | Path, start: int, stop: int, progress: bool
     return records
 
 
-def plot_training(run_dir: str | Path, records: list[dict]) -> Path | None:
-    """PNG of the training reward and cost per episode, with the cost limit line."""
+def _alpha_prime(run_dir: Path, alpha_prime: float | None) -> float | None:
+    if alpha_prime is not None:
+        return float(alpha_prime)
+    try:
+        return load_config(run_dir).agent_config.get("alpha_prime")
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def plot_training(run_dir: str | Path, records: list[dict], alpha_prime: float | None = None) -> Path | None:
+    """``training_curves.png``: reward, cost and popular share per training iteration.
+
+    The cost panel draws the ``cost_limit`` the agent logs with each record (α'·K G0 items per
+    step over the iteration's mean episode length: the per-episode number the console and
+    TensorBoard show), and marks the iterations whose CPO step judged the discounted constraint
+    infeasible (``cpo_case``), so the plot and the solver never tell two stories.  The popular-share
+    panel draws α' (``alpha_prime``; default: the run's ``config.yaml``) — the share the user asked for.
+    """
     if not records:
         return None
     import matplotlib
@@ -548,27 +564,127 @@ def plot_training(run_dir: str | Path, records: list[dict]) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    run_dir = Path(run_dir)
+    alpha = _alpha_prime(run_dir, alpha_prime)
     it = [r["iteration"] for r in records]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax1.plot(it, [r.get("reward", float("nan")) for r in records], color="tab:blue")
+
+    def series(key):
+        return [r.get(key, float("nan")) if r.get(key) is not None else float("nan") for r in records]
+
+    has_share = any("popular_share" in r for r in records)
+    fig, axes = plt.subplots(1, 3 if has_share else 2, figsize=(14 if has_share else 10, 3.8))
+    ax1, ax2 = axes[0], axes[1]
+    ax1.plot(it, series("reward"), color="tab:blue")
     ax1.set(xlabel="iteration", ylabel="reward per episode", title="training reward")
-    ax2.plot(it, [r.get("cost", float("nan")) for r in records], color="tab:red", label="cost (G0 items / episode)")
+    ax2.plot(it, series("cost"), color="tab:red", label="cost (G0 items per episode)")
     if any("cost_limit" in r for r in records):
-        ax2.plot(it, [r.get("cost_limit", float("nan")) for r in records], "k--", label="limit α'·K·steps")
-    ax2.set(xlabel="iteration", ylabel="cost per episode", title="training cost")
+        ax2.plot(it, series("cost_limit"), "k--", label="limit α'·K × episode length")
+    infeasible = [(r["iteration"], r.get("cost", float("nan"))) for r in records
+                  if str(r.get("cpo_case", "")).startswith("infeasible")]
+    if infeasible:
+        ax2.plot(*zip(*infeasible), "x", color="tab:purple", markersize=5, linestyle="none",
+                 label=f"CPO: discounted cost above limit ({len(infeasible)}/{len(records)})")
+    ax2.set(xlabel="iteration", ylabel="G0 items per episode", title="training cost vs the limit")
     ax2.legend(loc="best", fontsize=8)
+    if has_share:
+        ax3 = axes[2]
+        ax3.plot(it, [100 * x for x in series("popular_share")], color="tab:orange", label="popular share")
+        if alpha is not None:
+            ax3.axhline(100 * alpha, color="k", linestyle="--", label=f"α' = {100 * alpha:g} %")
+        ax3.set(xlabel="iteration", ylabel="G0 share of recommended items (%)", title="popular share vs α'")
+        ax3.legend(loc="best", fontsize=8)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(run_dir.name, fontsize=9)
     fig.tight_layout()
-    path = save_figure(fig, Path(run_dir) / "training_curves.png", dpi=110)
+    path = save_figure(fig, run_dir / "training_curves.png", dpi=110)
     plt.close(fig)
     return path
 
 
+def constraint_on_test(agent_config: dict, test: dict) -> dict:
+    """Did the test report meet α'?  ``{alpha_prime, rule, popular_share, max_step_share, met}``.
+
+    The rule follows the agent's ``constraint`` mode: ``per-slate`` — every step's G0 share at most α'
+    (``report["constraint"]["per_slate_ok"]``, no slate above the cap ⌊α'K⌋, when the report has it);
+    otherwise (``expected``, the CMDP constraint) — the mean G0 share at most α'.  ``met`` is None
+    when the run has no α'.  Reads ``report["constraint"]`` when present, else the report's
+    ``popularity_rate`` and ``popular_share_per_step``.
+    """
+    alpha = agent_config.get("alpha_prime")
+    m = test.get("metrics", {})
+    cons = test.get("constraint") or {}
+    share = cons.get("popular_share", m.get("popularity_rate"))
+    per_step = cons.get("popular_share_per_step") or test.get("popular_share_per_step")
+    max_step = cons.get("max_step_share")
+    if max_step is None:
+        max_step = max((x for x in per_step if x is not None), default=share) if per_step else share
+    rule = "per-slate" if agent_config.get("constraint") == "per-slate" else "expected"
+    met = None
+    if alpha is not None and share is not None:
+        eps = 1e-9
+        if rule == "per-slate":
+            met = bool(cons["per_slate_ok"]) if "per_slate_ok" in cons else max_step <= alpha + eps
+        else:
+            met = share <= alpha + eps
+    return {"alpha_prime": alpha, "rule": rule, "popular_share": share, "max_step_share": max_step, "met": met}
+
+
+def training_summary(config: RunConfig, records: list[dict], metrics: dict, run_dir: str | Path | None = None) -> str:
+    """The few lines ``fcpo-train`` prints at the end: final reward, cost against the limit the agent
+    logs, test popular share against α', and whether the constraint was met on test."""
+    alpha = config.agent_config.get("alpha_prime")
+    k = config.env.get("slate_size")
+    head = "summary" + (f" of {run_dir}" if run_dir is not None else "") + f" ({len(records)} iteration(s)"
+    head += (f", α' = {alpha:g}" if alpha is not None else "") + (f", K = {k}" if k else "") + ")"
+    lines = [head]
+    last = records[-1] if records else metrics.get("train", {})
+    if "reward" in last:
+        lines.append(f"  final training reward     {last['reward']:.4g} per episode")
+    if "cost" in last:
+        text = f"  final training cost       {last['cost']:.4g} G0 items per episode"
+        limit = last.get("cost_limit")
+        if limit is not None:
+            text += f" vs limit {limit:.4g}"
+            if alpha is not None and k:
+                per_step = alpha * k
+                text += f" (α'·K = {per_step:g} per step × {limit / per_step:.3g} steps)" if per_step else ""
+            text += ": " + ("within" if last["cost"] <= limit + 1e-9 else "above")
+        lines.append(text)
+    test = metrics.get("test")
+    if test:
+        verdict = constraint_on_test(config.agent_config, test)
+        share, max_step = verdict["popular_share"], verdict["max_step_share"]
+        if share is not None:
+            text = f"  test popular share        {100 * share:.1f} %"
+            if alpha is not None:
+                text += f" vs α' = {100 * alpha:g} %"
+            if max_step is not None and test.get("protocol") == "rollout":
+                text += f" (max per-step share {100 * max_step:.1f} %)"
+            lines.append(text)
+        if verdict["met"] is not None:
+            if verdict["rule"] == "per-slate":
+                why = f"per-slate: max per-step share {100 * max_step:.1f} %"
+            else:
+                why = f"expected: mean share {100 * share:.1f} %"
+            why += (" ≤ " if verdict["met"] else " > ") + f"α' {100 * alpha:g} %"
+            if not config.agent_config.get("constrained", True):
+                why += "; this agent is unconstrained, α' is only reported"
+            lines.append(f"  constraint met on test:   {'yes' if verdict['met'] else 'no'} ({why})")
+    return "\n".join(lines)
+
+
 def finish_run(run_dir: str | Path, config: RunConfig, agent, records: list[dict], protocol: str | None = "rollout",
                device="cpu") -> dict:
-    """``metrics.json`` (last training record, and the test evaluation unless ``protocol`` is None) and the plot."""
+    """``metrics.json`` (last training record, and the test evaluation unless ``protocol`` is None, with
+    its :func:`constraint_on_test` verdict) and the plot."""
     metrics = {"agent": config.agent, "iterations": config.iterations, "train": records[-1] if records else {}}
     if protocol is not None:
         metrics["test"] = evaluate_policy(agent.policy, config, protocol=protocol, device=device)
+        metrics["constraint_on_test"] = constraint_on_test(config.agent_config, metrics["test"])
     write_json(Path(run_dir) / METRICS, metrics)
-    plot_training(run_dir, records)
+    plot_training(run_dir, records, config.agent_config.get("alpha_prime"))
     return metrics

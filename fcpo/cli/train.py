@@ -168,6 +168,7 @@ def _train(args, config, agent, run_dir: Path, start: int, records: list, device
         from fcpo.evaluate import format_report
 
         print(format_report(metrics["test"]))
+    print(runs.training_summary(config, records, metrics, run_dir))
     print(f"{PROG}: run folder {run_dir}", file=sys.stderr)
     return 0
 

@@ -1,22 +1,15 @@
-"""Registration of the ``fcpo/...`` environment ids (Gymnasium 1.x has no plugin entry points)."""
+"""Registration of the ``fcpo/...`` environment ids (Gymnasium 1.x has no plugin entry points).
+
+The table and the registering function live in :mod:`fcpo` itself, so that ``import fcpo`` registers
+the ids without importing this package (numpy, pandas, scipy and torch stay unloaded until an env is made).
+"""
 from __future__ import annotations
 
-import gymnasium as gym
+from fcpo import _ENV_ENTRY_POINTS, _register_envs
 
-ENV_IDS = ("fcpo/MovieLensFair-v0", "fcpo/MovieLensSim-v0")
+ENV_IDS = tuple(_ENV_ENTRY_POINTS)
 
 
 def register_envs() -> None:
     """Register every fcpo environment id once; safe to call repeatedly."""
-    if "fcpo/MovieLensFair-v0" not in gym.registry:
-        gym.register(
-            id="fcpo/MovieLensFair-v0",
-            entry_point="fcpo.envs.movielens_fair:MovieLensFairEnv",
-            vector_entry_point="fcpo.envs.movielens_fair:MovieLensFairVectorEnv",
-        )
-    if "fcpo/MovieLensSim-v0" not in gym.registry:
-        gym.register(
-            id="fcpo/MovieLensSim-v0",
-            entry_point="fcpo.envs.simulator:MovieLensSimEnv",
-            vector_entry_point="fcpo.envs.simulator:MovieLensSimVectorEnv",
-        )
+    _register_envs()
