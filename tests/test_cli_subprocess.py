@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = ("fcpo-train", "fcpo-eval", "fcpo-bench", "fcpo-align")
+SCRIPTS = ("fcpo-train", "fcpo-eval", "fcpo-bench", "fcpo-align", "fcpo-plot")
 TINY_TRAIN = ["--dataset", "synthetic", "--horizon", "3", "--threads", "1", "--no-progress", "--device", "cpu",
               "--set", "users_per_iteration=0.25", "--set", "critic_epochs=1", "--eval-protocol", "ranking"]
 
