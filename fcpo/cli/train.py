@@ -72,6 +72,8 @@ def config_from_args(args):
             raise CLIError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     if args.seed is not None and args.seed < 0:
         raise CLIError(f"--seed must be >= 0, got {args.seed}")
+    if args.device is not None:
+        resolve_device(args.device)  # form and presence of the device, named as the flag
     config = RunConfig.from_yaml(args.config) if args.config else RunConfig()
     config.environment = None
     for key in ("agent", "seed", "iterations", "device", "threads"):
