@@ -31,12 +31,44 @@ from fcpo.policies.base import Policy, check_alpha_prime  # noqa: F401 (re-expor
 # ----------------------------------------------------------------------------------- config fields
 
 
-def param(default=dataclasses.MISSING, help: str = "", *, default_factory=dataclasses.MISSING, **kwargs):
-    """A dataclass field with a one-line ``help`` (read by :func:`config_fields` and ``fcpo-train --list-params``)."""
+def param(default=dataclasses.MISSING, help: str = "", *, default_factory=dataclasses.MISSING,
+          low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False,
+          **kwargs):
+    """A dataclass field with a one-line ``help`` (read by :func:`config_fields` and ``fcpo-train --list-params``).
+
+    ``low``/``high`` declare the allowed range of a number (``low_open``/``high_open``: excluded ends), e.g.
+    ``param(3e-3, "Adam step size", low=0, low_open=True)`` for a positive value; :func:`build_config`
+    (every run, flag and YAML value) enforces it with :func:`check_field_ranges`."""
     if not help:
         raise ValueError("every agent config field needs a one-line help text")
     metadata = {**kwargs.pop("metadata", {}), "help": help}
+    if low is not None or high is not None:
+        metadata["range"] = (low, high, bool(low_open), bool(high_open))
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata, **kwargs)
+
+
+def range_text(low, high, low_open: bool, high_open: bool) -> str:
+    """``(0, 1]``-style text of a declared range (``inf`` for a missing end)."""
+    lo = "-inf" if low is None else f"{low:g}"
+    hi = "inf" if high is None else f"{high:g}"
+    return f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+
+
+def check_field_ranges(config, where: str | None = None) -> None:
+    """``ValueError`` naming the field if a number of ``config`` lies outside its declared :func:`param` range."""
+    for f in dataclasses.fields(config):
+        bounds = f.metadata.get("range")
+        value = getattr(config, f.name)
+        if bounds is None or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        low, high, low_open, high_open = bounds
+        ok = value == value  # NaN fails every range
+        ok = ok and (low is None or (value > low if low_open else value >= low))
+        ok = ok and (high is None or (value < high if high_open else value <= high))
+        if not ok:
+            prefix = f"{where}: " if where else ""
+            raise ValueError(f"{prefix}{type(config).__name__}: {f.name} must lie in "
+                             f"{range_text(low, high, low_open, high_open)}, got {value!r}")
 
 
 def config_fields(cls) -> list[dict]:
@@ -324,6 +356,8 @@ def build_config(cls, values: Mapping, where: str, what: str = "key"):
     become ``ValueError``s naming ``where``."""
     typed = typed_config_values(cls, values, where, what)
     try:
-        return cls(**typed)
+        config = cls(**typed)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: {exc}") from None
+    check_field_ranges(config, where)
+    return config

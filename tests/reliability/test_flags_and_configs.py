@@ -190,3 +190,39 @@ def test_bench_negative_iterations_is_one_line(capsys):
     code, _, err = call(bench.main, ["--iterations", "-3"], capsys)
     assert_one_line_error(code, err, "--iterations")
     assert math.isfinite(code)
+
+
+def test_declared_param_ranges_are_enforced_naming_the_field():
+    from dataclasses import dataclass
+
+    from fcpo.agents.base import param
+
+    @dataclass
+    class Toy:
+        lr: float = param(1e-3, "step size", low=0, low_open=True)
+        ratio: float = param(0.5, "a fraction", low=0, high=1)
+        batch: int = param(8, "rows", low=1)
+
+    assert build_config(Toy, {"lr": "2e-3", "ratio": "1", "batch": "1"}, "--set") == Toy(2e-3, 1.0, 1)
+    for key, value, text in (("lr", "0", r"lr must lie in \(0, inf\)"), ("ratio", "1.5", r"ratio must lie in \[0, 1\]"),
+                             ("batch", "0", r"batch must lie in \[1, inf\)")):
+        with pytest.raises(ValueError, match=f"--set: Toy: {text}"):
+            build_config(Toy, {key: value}, "--set")
+
+
+# Fields other helpers' config classes still accept out of range (fix: declare them with
+# param(..., low=0, low_open=True) for positive values, low=1 for counts; see the report).
+OTHER_AGENTS_RANGES = [
+    ("ialp", "reward_temperature", "0"), ("ialp", "reward_lr", "-1"), ("ialp", "reward_batch", "0"),
+    ("ialp", "actor_lr", "0"), ("tpgr", "depth", "0"), ("tpgr", "hidden", "-1"), ("tpgr", "lr", "-1"),
+    ("wolpertinger", "actor_lr", "-1"), ("wolpertinger", "critic_lr", "0"), ("wolpertinger", "warmup", "-1"),
+    ("wolpertinger", "noise_sigma", "-1"),
+]
+
+
+@pytest.mark.parametrize("agent, key, value", OTHER_AGENTS_RANGES, ids=[f"{a}-{k}" for a, k, _ in OTHER_AGENTS_RANGES])
+@pytest.mark.xfail(strict=True, reason="range validation belongs in fcpo/agents/{ialp,tpgr,wolpertinger}.py "
+                                       "(edited by other helpers): declare these fields with param(low=...)")
+def test_other_agents_refuse_out_of_range_values(agent, key, value):
+    with pytest.raises(ValueError, match=key):
+        build_config(AGENTS[agent].config_cls, {key: value}, "--set")
