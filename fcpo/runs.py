@@ -402,7 +402,11 @@ def agent_config_values(agent: str, values: dict, where: str) -> dict:
     """``values`` typed against the config class of ``agent`` (unknown keys refused; errors name ``where``)."""
     from fcpo.agents.base import typed_config_values
 
-    return typed_config_values(agent_config_class(agent), values, where, what="agent hyper-parameter")
+    try:
+        cls = agent_config_class(agent)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return typed_config_values(cls, values, where, what="agent hyper-parameter")
 
 
 def load_config(run_dir: str | Path) -> RunConfig:

@@ -69,6 +69,8 @@ CONFIG_BAD = [
     ("iterations: [1\n", ("config.yaml", "line")),
     ("!!python/object/apply:os.system [echo pwned]\n", ("config.yaml",)),
     ("device: quantum\n", ("config.yaml", "device")),
+    ("agent: nosuch\nagent_config: {hidden: 8}\n", ("config.yaml", "nosuch")),
+    ("threads: 0\n", ("config.yaml", "threads")),
 ]
 
 
