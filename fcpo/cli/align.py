@@ -122,6 +122,9 @@ def _main(ns) -> int:
     if ns.resume:
         if not (Path(ns.resume) / runs.CONFIG).is_file():
             raise FileNotFoundError(f"{Path(ns.resume) / runs.CONFIG}: not an fcpo-align run folder")
+        if (Path(ns.resume) / runs.METRICS).is_file():  # refused before the lock file is made
+            raise FileExistsError(f"{ns.resume} is complete ({runs.METRICS} exists); start a new run with "
+                                  f"another --name")
         with runs.run_lock(ns.resume):  # one process per run folder; sweeps a crash's temp files
             metrics = experiment.resume(ns.resume, progress=not ns.no_progress)
     else:
