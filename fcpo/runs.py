@@ -14,6 +14,19 @@ leaves a half-written file.  The log record of an iteration is written
 *before* the checkpoint that includes it, and a resumed run drops the log
 records the checkpoint does not cover.  Checkpoints hold only tensors and plain
 values and load with ``torch.load(weights_only=True)``.
+
+Reliability rules (tested by ``tests/reliability``):
+
+* every config value, from flags, ``--set``, YAML or a resumed ``config.yaml``, is typed once against
+  its dataclass field (:func:`fcpo.agents.base.coerce_value`) and range-checked; errors name the key
+  and where it came from;
+* a train or resume holds :func:`run_lock` (``flock`` on ``.lock``) for its whole length; a second
+  process gets :class:`RunBusy`; taking the lock sweeps the temp files a killed writer left;
+* no NaN/inf reaches a checkpoint (:func:`fcpo.agents.checkpoint.check_finite_state` before every
+  save and after every load); Ctrl-C is held back while an iteration's log record and checkpoint are
+  written; a partial last log line is dropped with a warning;
+* damaged run files raise :class:`DamagedRunFile` naming the file; ``$FCPO_INJECT_OSERROR``
+  (:func:`inject_fault`) makes chosen writes fail with ``ENOSPC``/``EROFS`` for tests.
 """
 from __future__ import annotations
 
@@ -141,7 +154,7 @@ class DamagedRunFile(ValueError):
 
 
 def load_checkpoint(path: str | Path, device="cpu") -> dict:
-    """The checkpoint at ``path`` (a run's is ``{"iteration": int, "agent": {...}}``), loaded with ``weights_only=True``.
+    """The checkpoint at ``path``, loaded with ``weights_only=True`` (a run's: ``{"iteration": int, "agent": {...}}``).
 
     A missing file raises ``FileNotFoundError``; a truncated, foreign or non-finite one raises
     :class:`DamagedRunFile` naming the file (never a pickle or zip traceback)."""
@@ -450,7 +463,8 @@ def resolve(config: RunConfig) -> RunConfig:
     from fcpo.agents.base import build_config
 
     cls = agent_config_class(config.agent)
-    agent_cfg = build_config(cls, config.agent_config, f"agent {config.agent!r} hyper-parameters", "agent hyper-parameter")
+    agent_cfg = build_config(cls, config.agent_config, f"agent {config.agent!r} hyper-parameters",
+                             "agent hyper-parameter")
     env = {"id": config.env_id, **_resolve_env_options(config.env_id, config.env_options)}
     return RunConfig(agent=config.agent, seed=config.seed, iterations=config.iterations, device=config.device,
                      threads=config.threads if config.threads is not None else default_threads(env),

@@ -38,7 +38,8 @@ def non_finite_entries(state, prefix: str = "") -> list[str]:
     """Dotted keys of the floating tensors/arrays/numbers in ``state`` (nested dicts/lists) holding NaN or inf."""
     bad: list[str] = []
     if isinstance(state, torch.Tensor):
-        if (state.is_floating_point() or state.is_complex()) and state.numel() and not bool(torch.isfinite(state).all()):
+        inexact = state.is_floating_point() or state.is_complex()
+        if inexact and state.numel() and not bool(torch.isfinite(state).all()):
             bad.append(prefix or "<value>")
     elif isinstance(state, np.ndarray):
         if np.issubdtype(state.dtype, np.inexact) and state.size and not bool(np.isfinite(state).all()):

@@ -56,7 +56,8 @@ def test_save_checkpoint_refuses_non_finite_and_keeps_the_previous(tmp_path, bad
     runs.save_checkpoint(path, {"iteration": 0, "agent": {"w": torch.ones(2)}})
     before = path.read_bytes()
     with pytest.raises(NonFiniteState, match=r"agent\.opt\.state\[0\]"):
-        runs.save_checkpoint(path, {"iteration": 1, "agent": {"w": torch.ones(2), "opt": {"state": [torch.tensor([bad])]}}})
+        runs.save_checkpoint(path, {"iteration": 1,
+                                    "agent": {"w": torch.ones(2), "opt": {"state": [torch.tensor([bad])]}}})
     assert path.read_bytes() == before and _temps(tmp_path) == []
 
 
