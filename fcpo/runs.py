@@ -14,18 +14,35 @@ leaves a half-written file.  The log record of an iteration is written
 *before* the checkpoint that includes it, and a resumed run drops the log
 records the checkpoint does not cover.  Checkpoints hold only tensors and plain
 values and load with ``torch.load(weights_only=True)``.
+
+Reliability rules (tested by ``tests/reliability``):
+
+* every config value, from flags, ``--set``, YAML or a resumed ``config.yaml``, is typed once against
+  its dataclass field (:func:`fcpo.agents.base.coerce_value`) and range-checked; errors name the key
+  and where it came from;
+* a train or resume holds :func:`run_lock` (``flock`` on ``.lock``) for its whole length; a second
+  process gets :class:`RunBusy`; taking the lock sweeps the temp files a killed writer left;
+* no NaN/inf reaches a checkpoint (:func:`fcpo.agents.checkpoint.check_finite_state` before every
+  save and after every load); Ctrl-C is held back while an iteration's log record and checkpoint are
+  written; a partial last log line is dropped with a warning;
+* damaged run files raise :class:`DamagedRunFile` naming the file; ``$FCPO_INJECT_OSERROR``
+  (:func:`inject_fault`) makes chosen writes fail with ``ENOSPC``/``EROFS`` for tests.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import json
 import math
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -38,6 +55,8 @@ CONFIG = "config.yaml"
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
 METRICS = "metrics.json"
+LOCK = ".lock"  # flock'ed for the whole of a train / resume (see run_lock)
+FAULT_ENV = "FCPO_INJECT_OSERROR"  # test hook: "ENOSPC:checkpoint.pt" makes writes of that file fail
 DEFAULT_ENV_ID = "fcpo/MovieLensFair-v0"  # = fcpo.envs.contract.DEFAULT_ENV_ID (not imported: keeps --help fast)
 
 
@@ -46,6 +65,21 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def inject_fault(path: str | Path) -> None:
+    """Raise the ``OSError`` named by ``$FCPO_INJECT_OSERROR`` (``ERRNO:filename[,ERRNO:filename...]``, e.g.
+    ``ENOSPC:checkpoint.pt`` or ``EROFS:*``) when ``path`` is about to be written: the fault-injection hook of
+    the reliability suite, so full and read-only file systems are tested without privileges."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    name = Path(path).name
+    for item in spec.split(","):
+        code, _, target = item.strip().partition(":")
+        if target in ("*", name) and hasattr(errno, code):
+            number = getattr(errno, code)
+            raise OSError(number, os.strerror(number), str(path))
 
 
 @contextlib.contextmanager
@@ -57,6 +91,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    inject_fault(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -100,20 +135,49 @@ def write_json(path: str | Path, payload) -> Path:
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:
-    """``torch.save`` to a temp file, then rename over the old checkpoint."""
+    """Refuse non-finite state, ``torch.save`` into memory, then write it atomically over the old checkpoint.
+
+    Serialising into memory first means a full or read-only disk raises a plain ``OSError`` naming the
+    file (never torch's stream-writer error) and the previous checkpoint stays as it was."""
     import torch
 
-    with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
+    from fcpo.agents.checkpoint import check_finite_state
+
+    check_finite_state(payload, f"{path}")
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write(path, buffer.getvalue())
+
+
+class DamagedRunFile(ValueError):
+    """A run file (checkpoint, config, log) that exists but cannot be read; the message names it."""
 
 
 def load_checkpoint(path: str | Path, device="cpu") -> dict:
+    """The checkpoint at ``path``, loaded with ``weights_only=True`` (a run's: ``{"iteration": int, "agent": {...}}``).
+
+    A missing file raises ``FileNotFoundError``; a truncated, foreign or non-finite one raises
+    :class:`DamagedRunFile` naming the file (never a pickle or zip traceback)."""
     import torch
+
+    from fcpo.agents.checkpoint import NonFiniteState, check_finite_state
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint (was the run started?)")
-    return torch.load(path, map_location=device, weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except OSError:
+        raise
+    except Exception as exc:  # zip, pickle, EOF and torch errors of a damaged file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DamagedRunFile(f"{path}: damaged or not an fcpo checkpoint ({type(exc).__name__}: {first[:160]}); "
+                             f"restore it, or delete it to restart the run from iteration 0") from None
+    try:
+        check_finite_state(ckpt, str(path))
+    except NonFiniteState as exc:
+        raise DamagedRunFile(str(exc)) from None
+    return ckpt
 
 
 def save_figure(fig, path: str | Path, **kwargs) -> Path:
@@ -125,30 +189,59 @@ def save_figure(fig, path: str | Path, **kwargs) -> Path:
 
 
 def append_jsonl(path: str | Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(jsonable(record)) + "\n")
-        fh.flush()
+    """Append one JSON line in one write; a failed write (full disk) is cut back off, so the file
+    never ends in half a record written by this call."""
+    path = Path(path)
+    line = (json.dumps(jsonable(record)) + "\n").encode("utf-8")
+    with open(path, "ab") as fh:
+        size = fh.tell()
+        try:
+            inject_fault(path)
+            fh.write(line)
+            fh.flush()
+        except OSError:
+            with contextlib.suppress(OSError):
+                fh.truncate(size)
+            raise
+
+
+def _read_jsonl(path: Path) -> tuple[list[dict], bool]:
+    """``(records, dropped_tail)``: a last line that is not valid JSON (a write cut short by a crash or a
+    full disk) is dropped with a one-line warning on stderr; a bad line before the last is an error."""
+    if not path.is_file():
+        return [], False
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DamagedRunFile(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+    out = []
+    for i, (number, line) in enumerate(numbered):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise json.JSONDecodeError("not an object", line, 0)
+        except json.JSONDecodeError as exc:
+            if i == len(numbered) - 1:
+                print(f"fcpo: warning: {path}, line {number}: dropped a partial last record (a write cut short)",
+                      file=sys.stderr)
+                return out, True
+            raise DamagedRunFile(f"{path}, line {number}: not a JSON record ({exc.msg})") from None
+        out.append(record)
+    return out, False
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        return []
-    out = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}, line {number}: not valid JSON ({exc})") from None
-    return out
+    """The records of a JSON-lines file (``[]`` if absent); see :func:`_read_jsonl` for a partial last line."""
+    return _read_jsonl(Path(path))[0]
 
 
 def truncate_log(path: str | Path, stop: int) -> list[dict]:
-    """Keep the records of iterations ``< stop`` (those the checkpoint covers); rewrite only if needed."""
-    records = read_jsonl(path)
-    kept = [r for r in records if r.get("iteration", -1) < stop]
-    if len(kept) != len(records):
+    """Keep the records of iterations ``< stop`` (those the checkpoint covers); rewrite only if needed
+    (also when a partial last line was dropped)."""
+    records, dropped = _read_jsonl(Path(path))
+    kept = [r for r in records if isinstance(r.get("iteration"), int) and r["iteration"] < stop]
+    if dropped or len(kept) != len(records):
         atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept))
     return kept
 
@@ -215,11 +308,14 @@ class RunConfig:
         for key in ("seed", "iterations"):
             if not isinstance(getattr(self, key), int) or isinstance(getattr(self, key), bool):
                 bad(key, "an integer")
+        if self.seed < 0:
+            bad("seed", "an integer >= 0")
         if self.iterations < 1:
             bad("iterations", "an integer >= 1")
-        if not isinstance(self.device, str):
+        if not isinstance(self.device, str) or not valid_device_name(self.device):
             bad("device", "auto, cpu, cuda or cuda:N")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+        if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
+                                         or self.threads < 1):
             bad("threads", "an integer >= 1 or null")
         if not isinstance(self.env, dict):
             bad("env", "a mapping {id: ..., <options>}")
@@ -250,7 +346,9 @@ class RunConfig:
         return d
 
     @classmethod
-    def from_dict(cls, values, where: str = "run config") -> "RunConfig":
+    def from_dict(cls, values, where: str = "run config", typed_agent_config: bool = True) -> "RunConfig":
+        """Check and type every value (:func:`fcpo.agents.base.coerce_value`); errors name ``where`` and the key.
+        ``agent_config`` is typed against the agent's config class unless ``typed_agent_config`` is false."""
         if not isinstance(values, dict):
             raise ValueError(f"{where}: expected a mapping at the top level, got {type(values).__name__}")
         names = [f.name for f in fields(cls)]
@@ -262,6 +360,7 @@ class RunConfig:
             for key in ("env", "agent_config"):
                 if values.get(key) is None and key in values:
                     values[key] = {}
+            values = _typed_run_values(values, where)
             cfg = cls.__new__(cls)
             for f in fields(cls):
                 default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
@@ -269,6 +368,8 @@ class RunConfig:
         except TypeError as exc:
             raise ValueError(f"{where}: {exc}") from None
         cfg.validate(where)
+        if isinstance(cfg.agent_config, dict) and cfg.agent_config and typed_agent_config:
+            cfg.agent_config = agent_config_values(cfg.agent, cfg.agent_config, f"{where}: agent_config")
         return cfg
 
     def to_yaml(self, path: str | Path) -> Path:
@@ -283,10 +384,42 @@ class RunConfig:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
         try:
-            values = yaml.safe_load(path.read_text())
+            values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: damaged, not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML ({exc})") from None
+            mark = getattr(exc, "problem_mark", None)
+            at = f", line {mark.line + 1}" if mark is not None else ""
+            raise ValueError(f"{path}{at}: not valid YAML ({getattr(exc, 'problem', None) or 'syntax error'})") \
+                from None
         return cls.from_dict(values or {}, where=str(path))
+
+
+def valid_device_name(name: str) -> bool:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (N a non-negative integer)."""
+    if name in ("auto", "cpu", "cuda"):
+        return True
+    head, sep, index = name.partition(":")
+    return head == "cuda" and bool(sep) and index.isdigit()
+
+
+def _typed_run_values(values: dict, where: str) -> dict:
+    """The scalar keys of a run config typed like the dataclass fields (``seed: "3"`` -> 3, ``2.5`` refused)."""
+    from fcpo.agents.base import coerce_value
+
+    types = {"agent": str, "seed": int, "iterations": int, "device": str, "threads": int | None}
+    return {k: (coerce_value(v, types[k], k, where) if k in types else v) for k, v in values.items()}
+
+
+def agent_config_values(agent: str, values: dict, where: str) -> dict:
+    """``values`` typed against the config class of ``agent`` (unknown keys refused; errors name ``where``)."""
+    from fcpo.agents.base import typed_config_values
+
+    try:
+        cls = agent_config_class(agent)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return typed_config_values(cls, values, where, what="agent hyper-parameter")
 
 
 def load_config(run_dir: str | Path) -> RunConfig:
@@ -327,16 +460,11 @@ def resolve(config: RunConfig) -> RunConfig:
     The returned config lists all hyper-parameters and env options explicitly, so that
     ``config.yaml`` reproduces the run even if a default changes later.
     """
+    from fcpo.agents.base import build_config
+
     cls = agent_config_class(config.agent)
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(config.agent_config) - names)
-    if unknown:
-        raise ValueError(f"unknown agent hyper-parameter(s) {unknown} for agent {config.agent!r}; "
-                         f"valid: {sorted(names)}")
-    try:
-        agent_cfg = cls(**config.agent_config)
-    except TypeError as exc:
-        raise ValueError(f"agent {config.agent!r}: {exc}") from None
+    agent_cfg = build_config(cls, config.agent_config, f"agent {config.agent!r} hyper-parameters",
+                             "agent hyper-parameter")
     env = {"id": config.env_id, **_resolve_env_options(config.env_id, config.env_options)}
     return RunConfig(agent=config.agent, seed=config.seed, iterations=config.iterations, device=config.device,
                      threads=config.threads if config.threads is not None else default_threads(env),
@@ -383,12 +511,14 @@ def build_agent(config: RunConfig, device):
     """The untrained agent of ``config`` on ``device``: the one place where runs construct agents."""
     from fcpo.agents.base import make_agent
 
+    from fcpo.agents.base import build_config
+
     cls = agent_config_class(config.agent)
     values = dict(config.agent_config)
     if "constraint" in {f.name for f in fields(cls)} and "constraint" not in values:
         values["constraint"] = "expected"  # run folders from before the constraint modes trained the CMDP constraint
+    agent_cfg = build_config(cls, values, f"agent {config.agent!r} hyper-parameters", "agent hyper-parameter")
     try:
-        agent_cfg = cls(**values)
         return make_agent(config.agent, agent_cfg, config.env_spec(), device, config.seed)
     except TypeError as exc:
         raise ValueError(f"agent {config.agent!r}: {exc}") from None
@@ -446,12 +576,64 @@ def default_run_name(config: RunConfig) -> str:
     return f"{config.agent}-{dataset}" + (f"-a{alpha:g}" if alpha is not None else "") + f"-s{config.seed}-{stamp}"
 
 
+class RunBusy(RuntimeError):
+    """Another process holds the run folder's lock (it is training or resuming that run)."""
+
+
+def _is_stale_temp(name: str) -> bool:
+    """Temp files a crash can leave: ``.<file>.<random>.tmp`` of :func:`atomic_output`, ``*.part`` downloads."""
+    return (name.startswith(".") and name.endswith(".tmp")) or name.endswith(".part")
+
+
+def sweep_temp_files(run_dir: str | Path) -> list[Path]:
+    """Delete the temp files a killed writer left in ``run_dir`` (call it holding :func:`run_lock`)."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(run_dir):
+            if entry.is_file(follow_symlinks=False) and _is_stale_temp(entry.name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[Path]:
+    """Hold an exclusive ``flock`` on ``run_dir/.lock`` for a whole train or resume; sweeps stale temp files.
+
+    A second process gets :class:`RunBusy` at once (no waiting).  The lock dies with its process
+    (also under ``kill -9``), so a crashed run never stays locked.  The lock file is never deleted
+    (deleting it would let two processes lock two different files)."""
+    import fcntl
+
+    run_dir = Path(run_dir)
+    path = run_dir / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) or not path.is_file():
+            raise
+        fd = os.open(path, os.O_RDONLY)  # read-only folder: still exclude other readers-to-be-writers
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunBusy(f"{run_dir} is in use by another fcpo process (it holds {path}); "
+                          f"wait for it to finish or stop it") from None
+        sweep_temp_files(run_dir)
+        yield run_dir
+    finally:
+        os.close(fd)
+
+
 def open_run(run_dir: str | Path, device="cpu", require_checkpoint: bool = True):
     """Reopen a run: ``(config, agent, next_iteration, records)``.
 
     The agent holds the checkpoint's state; ``records`` are the log records the
     checkpoint covers (nothing is rewritten here).  Without a checkpoint the run
-    is refused unless ``require_checkpoint=False`` (then a fresh agent, iteration 0).
+    is refused unless ``require_checkpoint=False`` (then a fresh agent, iteration 0:
+    a run killed before its first checkpoint restarts from the beginning).  A damaged
+    checkpoint raises :class:`DamagedRunFile` naming it.
     """
     run_dir = Path(run_dir)
     config = load_config(run_dir)
@@ -459,11 +641,21 @@ def open_run(run_dir: str | Path, device="cpu", require_checkpoint: bool = True)
     path = run_dir / CHECKPOINT
     if path.is_file() or require_checkpoint:
         ckpt = load_checkpoint(path, device)
-        agent.load_state_dict(ckpt["agent"])
+        if not (isinstance(ckpt, dict) and isinstance(ckpt.get("agent"), dict)
+                and isinstance(ckpt.get("iteration"), int) and not isinstance(ckpt.get("iteration"), bool)
+                and ckpt["iteration"] >= 0):
+            raise DamagedRunFile(f"{path}: not a run checkpoint (expected {{iteration: int >= 0, agent: {{...}}}})")
+        try:
+            agent.load_state_dict(ckpt["agent"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DamagedRunFile(f"{path}: does not fit the agent of {run_dir / CONFIG} "
+                                 f"({type(exc).__name__}: {first[:160]})") from None
         next_iteration = int(ckpt["iteration"]) + 1
     else:
         next_iteration = 0
-    records = [r for r in read_jsonl(run_dir / LOG) if r.get("iteration", -1) < next_iteration]
+    records = [r for r in read_jsonl(run_dir / LOG)
+               if isinstance(r.get("iteration"), int) and r["iteration"] < next_iteration]
     return config, agent, next_iteration, records
 
 
@@ -474,6 +666,27 @@ class RunInterrupted(Exception):
         super().__init__(f"interrupted; {run_dir} holds iterations 0..{last_done}")
         self.run_dir = run_dir
         self.last_done = last_done
+
+
+@contextlib.contextmanager
+def _deferred_sigint() -> Iterator[None]:
+    """Hold Ctrl-C back while the log record and the checkpoint of one iteration are written, then deliver it:
+    an interrupt can then never land between the checkpoint's rename and the count of kept iterations."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    except ValueError:  # not the main interpreter
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if pending:
+            raise KeyboardInterrupt
 
 
 def _scalars(stats: dict) -> dict:
@@ -495,13 +708,17 @@ def train_loop(agent, run_dir: str | Path, start: int, stop: int, progress: bool
                desc: str = "train") -> list[dict]:
     """Iterations ``start .. stop - 1`` of ``agent``; returns the log records of these iterations.
 
-    Per iteration: ``agent.train_iteration(it)``, one record appended to ``log.jsonl``,
-    then ``checkpoint.pt`` (so the checkpoint never covers an unlogged iteration), TensorBoard
+    Per iteration: ``agent.train_iteration(it)``, a finite check of the agent's state (a diverged
+    iteration raises :class:`fcpo.agents.checkpoint.NonFiniteState` and nothing of it is written), one
+    record appended to ``log.jsonl``, then ``checkpoint.pt`` (so the checkpoint never covers an
+    unlogged iteration; Ctrl-C is held back while both are written), TensorBoard
     scalars ``train/<key>`` and the progress bar.  Records already in the log at or beyond
     ``start`` (written after the checkpoint being resumed) are dropped first.  Ctrl-C
     raises :class:`RunInterrupted` with the last checkpointed iteration.
     """
     from tqdm import tqdm
+
+    from fcpo.agents.checkpoint import check_finite_state
 
     run_dir = Path(run_dir)
     truncate_log(run_dir / LOG, start)
@@ -520,9 +737,14 @@ def train_loop(agent, run_dir: str | Path, start: int, stop: int, progress: bool
             stats = agent.train_iteration(it)
             record = {"iteration": it, "seconds": time.perf_counter() - t0, **_scalars(stats),
                       **{k: v for k, v in stats.items() if isinstance(v, str)}}
-            append_jsonl(run_dir / LOG, record)
-            save_checkpoint(run_dir / CHECKPOINT, {"iteration": it, "agent": agent.state_dict()})
-            last_done = it
+            payload = {"iteration": it, "agent": agent.state_dict()}
+            check_finite_state(payload, f"iteration {it} of {run_dir}",
+                               hint=f"; the checkpoint of iteration {it - 1} is kept" if it > start or start > 0
+                               else "; no checkpoint was written")
+            with _deferred_sigint():
+                append_jsonl(run_dir / LOG, record)
+                save_checkpoint(run_dir / CHECKPOINT, payload)
+                last_done = it
             records.append(record)
             if writer is not None:
                 for key, value in _tensorboard_scalars(record).items():

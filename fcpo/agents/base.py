@@ -31,12 +31,44 @@ from fcpo.policies.base import Policy, check_alpha_prime  # noqa: F401 (re-expor
 # ----------------------------------------------------------------------------------- config fields
 
 
-def param(default=dataclasses.MISSING, help: str = "", *, default_factory=dataclasses.MISSING, **kwargs):
-    """A dataclass field with a one-line ``help`` (read by :func:`config_fields` and ``fcpo-train --list-params``)."""
+def param(default=dataclasses.MISSING, help: str = "", *, default_factory=dataclasses.MISSING,
+          low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False,
+          **kwargs):
+    """A dataclass field with a one-line ``help`` (read by :func:`config_fields` and ``fcpo-train --list-params``).
+
+    ``low``/``high`` declare the allowed range of a number (``low_open``/``high_open``: excluded ends), e.g.
+    ``param(3e-3, "Adam step size", low=0, low_open=True)`` for a positive value; :func:`build_config`
+    (every run, flag and YAML value) enforces it with :func:`check_field_ranges`."""
     if not help:
         raise ValueError("every agent config field needs a one-line help text")
     metadata = {**kwargs.pop("metadata", {}), "help": help}
+    if low is not None or high is not None:
+        metadata["range"] = (low, high, bool(low_open), bool(high_open))
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata, **kwargs)
+
+
+def range_text(low, high, low_open: bool, high_open: bool) -> str:
+    """``(0, 1]``-style text of a declared range (``inf`` for a missing end)."""
+    lo = "-inf" if low is None else f"{low:g}"
+    hi = "inf" if high is None else f"{high:g}"
+    return f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+
+
+def check_field_ranges(config, where: str | None = None) -> None:
+    """``ValueError`` naming the field if a number of ``config`` lies outside its declared :func:`param` range."""
+    for f in dataclasses.fields(config):
+        bounds = f.metadata.get("range")
+        value = getattr(config, f.name)
+        if bounds is None or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        low, high, low_open, high_open = bounds
+        ok = value == value  # NaN fails every range
+        ok = ok and (low is None or (value > low if low_open else value >= low))
+        ok = ok and (high is None or (value < high if high_open else value <= high))
+        if not ok:
+            prefix = f"{where}: " if where else ""
+            raise ValueError(f"{prefix}{type(config).__name__}: {f.name} must lie in "
+                             f"{range_text(low, high, low_open, high_open)}, got {value!r}")
 
 
 def config_fields(cls) -> list[dict]:
@@ -213,3 +245,119 @@ def make_agent(name: str, config, env, device: torch.device | str = "cpu", seed:
     if not isinstance(config, spec.config_cls):
         raise TypeError(f"agent {name!r} needs a {spec.config_cls.__qualname__}, got {type(config).__qualname__}")
     return spec.factory(config, as_env_spec(env), torch.device(device), int(seed))
+
+
+# ----------------------------------------------------------------------------------- typed config values
+
+_TRUE, _FALSE = ("true",), ("false",)
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def coerce_value(value, tp, key: str, where: str):
+    """``value`` as the annotated type ``tp`` of config key ``key``, or ``ValueError`` naming ``where`` and ``key``.
+
+    One rule set for flags, ``--set``, YAML files and resumed configs: ``bool`` takes ``true``/``false``
+    only (not ``yes``, ``1`` or ``flase``); ``int`` takes integers (``"3"``, not ``2.5`` or ``true``);
+    ``float`` takes finite numbers, also written as text (``"1e-4"``, which YAML 1.1 reads as a string);
+    ``X | None`` takes ``null``/``none`` too; ``tuple[int, ...]`` takes a list of such values.
+    """
+    import math
+    import types
+    import typing
+
+    def bad(expected: str):
+        raise ValueError(f"{where}: key {key!r}: expected {expected}, got {value!r}")
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "~", "")):
+            return None
+        if len(inner) == 1:
+            return coerce_value(value, inner[0], key, where)
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            import yaml
+
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                bad(f"a list of {', '.join(_type_name(a) for a in args if a is not Ellipsis)}")
+        if not isinstance(value, (list, tuple)):
+            value = [value] if not isinstance(value, (dict, set)) else bad("a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(coerce_value(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value))
+        if args and len(args) != len(value):
+            bad(f"a list of {len(args)} values")
+        return tuple(coerce_value(v, a, f"{key}[{i}]", where) for i, (v, a) in enumerate(zip(value, args))) \
+            if args else tuple(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        bad("true or false")
+    if tp is int:
+        if isinstance(value, bool):
+            bad("an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                bad("an integer")
+        bad("an integer")
+    if tp is float:
+        if isinstance(value, bool):
+            bad("a number")
+        if isinstance(value, (int, float)):
+            out = float(value)
+        elif isinstance(value, str):
+            try:
+                out = float(value.strip())
+            except ValueError:
+                bad("a number")
+        else:
+            bad("a number")
+        if not math.isfinite(out):
+            bad("a finite number")
+        return out
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
+            bad("a string")
+        return str(value)
+    return value
+
+
+def typed_config_values(cls, values: Mapping, where: str, what: str = "key") -> dict:
+    """``values`` checked against the fields of dataclass ``cls``: unknown keys refused, each value
+    coerced by :func:`coerce_value` to its field's annotated type (errors name ``where`` and the key)."""
+    import typing
+
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{where}: expected a mapping of {cls.__name__} fields, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted(set(map(str, values)) - set(names))
+    if unknown:
+        raise ValueError(f"{where}: unknown {what}(s) {unknown} for {cls.__name__}; valid: {sorted(names)}")
+    return {k: coerce_value(v, hints[k], k, where) for k, v in values.items()}
+
+
+def build_config(cls, values: Mapping, where: str, what: str = "key"):
+    """``cls(**typed_config_values(cls, values, where))``; the class's own range checks (``__post_init__``)
+    become ``ValueError``s naming ``where``."""
+    typed = typed_config_values(cls, values, where, what)
+    try:
+        config = cls(**typed)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    check_field_ranges(config, where)
+    return config

@@ -30,6 +30,43 @@ def restore_numpy_rng_state(d: dict) -> dict:
             "has_uint32": int(d["has_uint32"]), "uinteger": int(d["uinteger"])}
 
 
+class NonFiniteState(ValueError):
+    """A NaN or infinite value in state about to be saved or just loaded (a diverged agent)."""
+
+
+def non_finite_entries(state, prefix: str = "") -> list[str]:
+    """Dotted keys of the floating tensors/arrays/numbers in ``state`` (nested dicts/lists) holding NaN or inf."""
+    bad: list[str] = []
+    if isinstance(state, torch.Tensor):
+        inexact = state.is_floating_point() or state.is_complex()
+        if inexact and state.numel() and not bool(torch.isfinite(state).all()):
+            bad.append(prefix or "<value>")
+    elif isinstance(state, np.ndarray):
+        if np.issubdtype(state.dtype, np.inexact) and state.size and not bool(np.isfinite(state).all()):
+            bad.append(prefix or "<value>")
+    elif isinstance(state, (float, np.floating)) and not isinstance(state, bool):
+        if not np.isfinite(state):
+            bad.append(prefix or "<value>")
+    elif isinstance(state, dict):
+        for key, value in state.items():
+            bad.extend(non_finite_entries(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(state, (list, tuple)):
+        for i, value in enumerate(state):
+            bad.extend(non_finite_entries(value, f"{prefix}[{i}]"))
+    return bad
+
+
+def check_finite_state(state, where: str, hint: str = "") -> None:
+    """Raise :class:`NonFiniteState` naming ``where`` and the first bad keys if ``state`` holds NaN/inf.
+
+    Called before every checkpoint save (so a diverged critic never reaches disk) and after every load."""
+    bad = non_finite_entries(state)
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise NonFiniteState(f"{where}: non-finite values (NaN/inf) in {shown}: training diverged "
+                             f"(lower a learning rate such as critic_lr){hint}")
+
+
 def _entries(names) -> list[tuple[str, str]]:
     return [(n, n) if isinstance(n, str) else (str(n[0]), str(n[1])) for n in names]
 

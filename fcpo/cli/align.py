@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
-from fcpo.cli.common import Parser, add_data_flags, add_threads_flag, quiet_interrupt, run_cli
+from fcpo.cli.common import CLIError, Parser, add_data_flags, add_threads_flag, quiet_interrupt, run_cli
 
 PROG = "fcpo-align"
 STAGES = (("sft", "SFT"), ("pref", "DPO/S-DPO"), ("sprec-sft", "SPRec SFT"), ("sprec-dpo", "SPRec DPO"))
@@ -64,6 +65,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_flags(ns) -> None:
+    """Range of every numeric flag, named in the error (before any data is read or folder made)."""
+    import math
+
+    def need(ok: bool, flag: str, value, what: str) -> None:
+        if not ok:
+            raise CLIError(f"--{flag} must be {what}, got {value!r}")
+
+    need(ns.seed >= 0, "seed", ns.seed, "an integer >= 0")
+    for flag in ("n_candidates", "negatives", "dim", "lora_r", "iterations"):
+        need(getattr(ns, flag) >= 1, flag.replace("_", "-"), getattr(ns, flag), "an integer >= 1")
+    for flag in ("max_train_users", "max_test_users", "sprec_samples"):
+        value = getattr(ns, flag)
+        need(value is None or value >= 1, flag.replace("_", "-"), value, "an integer >= 1")
+    need(all(k >= 1 for k in ns.ks), "ks", ns.ks, "cut-offs >= 1")
+    need(math.isfinite(ns.beta) and ns.beta > 0, "beta", ns.beta, "a finite number > 0")
+    for prefix, _ in STAGES:
+        key = prefix.replace("-", "_")
+        for field, what in (("epochs", "a finite number > 0"), ("lr", "a finite number > 0")):
+            value = getattr(ns, f"{key}_{field}")
+            need(math.isfinite(value) and value > 0, f"{prefix}-{field}", value, what)
+        need(getattr(ns, f"{key}_batch_size") >= 1, f"{prefix}-batch-size", getattr(ns, f"{key}_batch_size"),
+             "an integer >= 1")
+        steps = getattr(ns, f"{key}_max_steps")
+        need(steps is None or steps >= 1, f"{prefix}-max-steps", steps, "an integer >= 1")
+    if ns.name is not None and (not ns.name or ns.name in (".", "..") or "/" in ns.name):
+        raise CLIError(f"--name {ns.name!r}: give a plain folder name (no '/')")
+
+
 def config_from_args(ns):
     from fcpo.alignment import TrainConfig
     from fcpo.alignment.experiment import AlignConfig
@@ -86,12 +116,24 @@ def config_from_args(ns):
 
 
 def _main(ns) -> int:
+    from fcpo import runs
     from fcpo.alignment import experiment
 
     if ns.resume:
-        metrics = experiment.resume(ns.resume, progress=not ns.no_progress)
+        if not (Path(ns.resume) / runs.CONFIG).is_file():
+            raise FileNotFoundError(f"{Path(ns.resume) / runs.CONFIG}: not an fcpo-align run folder")
+        if (Path(ns.resume) / runs.METRICS).is_file():  # refused before the lock file is made
+            raise FileExistsError(f"{ns.resume} is complete ({runs.METRICS} exists); start a new run with "
+                                  f"another --name")
+        with runs.run_lock(ns.resume):  # one process per run folder; sweeps a crash's temp files
+            metrics = experiment.resume(ns.resume, progress=not ns.no_progress)
     else:
-        metrics = experiment.run(config_from_args(ns), progress=not ns.no_progress)
+        check_flags(ns)
+        config = config_from_args(ns)
+        if config.name and (Path(config.runs_dir) / config.name).exists():
+            raise CLIError(f"run folder {Path(config.runs_dir) / config.name} exists; choose another --name, "
+                           f"or continue it with --resume")
+        metrics = experiment.run(config, progress=not ns.no_progress)
     final, k = metrics["final"], max(int(key.split("@")[1]) for key in metrics["final"] if key.startswith("ndcg@"))
     print(f"{metrics['method']['method']} ({metrics['backbone']}, {metrics['dataset']}): HR@1 {final['hr1']:.4f}  "
           f"ValidRatio {final['valid_ratio']:.4f}  NDCG@{k} {final[f'ndcg@{k}']:.4f}  HR@{k} {final[f'hr@{k}']:.4f}  "

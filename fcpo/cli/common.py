@@ -23,14 +23,23 @@ class Parser(argparse.ArgumentParser):
 
 
 def resolve_device(name: str):
+    """``auto``/``cpu``/``cuda``/``cuda:N`` as a ``torch.device``; a CUDA device that is not there is a
+    :class:`CLIError` (checked here, before any folder is made, not by torch later)."""
     import torch
 
+    from fcpo.runs import valid_device_name
+
+    if not isinstance(name, str) or not valid_device_name(name):
+        raise CLIError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda: no CUDA device is available (use --device auto or cpu)")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise CLIError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise CLIError(f"--device {name}: no CUDA device is available (use --device auto or cpu)")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise CLIError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) "
+                           f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
     return torch.device(name)
 
 
@@ -103,8 +112,11 @@ def add_threads_flag(p) -> None:
                         "reused by --resume")
 
 
-def parse_key_values(items: list[str], flag: str) -> dict:
-    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values parsed as YAML; dashes in keys become underscores)."""
+def parse_key_values(items: list[str], flag: str, raw: bool = False) -> dict:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values parsed as YAML; dashes in keys become underscores).
+
+    ``raw=True`` keeps the values as text, for typing against the fields they set
+    (:func:`fcpo.agents.base.typed_config_values`: ``1e-4`` is a float there, ``flase`` no bool)."""
     import yaml
 
     out = {}
@@ -112,24 +124,52 @@ def parse_key_values(items: list[str], flag: str) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise CLIError(f"{flag} {item!r}: expected KEY=VALUE")
+        if raw:
+            out[key.strip().replace("-", "_")] = value
+            continue
         try:
             out[key.strip().replace("-", "_")] = yaml.safe_load(value)
         except yaml.YAMLError as exc:
-            raise CLIError(f"{flag} {item!r}: value is not valid YAML ({exc})") from None
+            raise CLIError(f"{flag} {item!r}: value is not valid YAML "
+                           f"({getattr(exc, 'problem', None) or 'syntax error'})") from None
     return out
 
 
+def one_line(message: str) -> str:
+    """``message`` folded onto one line (multi-line library messages joined with "; ")."""
+    return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
 def fail(prog: str, message: str, code: int = 2) -> NoReturn:
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    print(f"{prog}: error: {one_line(message)}", file=sys.stderr)
     raise SystemExit(code)
 
 
+def os_error_message(exc: OSError) -> str:
+    """``cannot write runs/x/checkpoint.pt: No space left on device (ENOSPC)``-style text for a file-system error."""
+    import errno
+
+    code = errno.errorcode.get(exc.errno, "") if exc.errno else ""
+    where = f"{exc.filename}: " if exc.filename else ""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    hint = {"ENOSPC": "; free some space and continue with --resume", "EROFS": "; the file system is read-only",
+            "EACCES": "; check the folder's permissions", "EDQUOT": "; disk quota exceeded"}.get(code, "")
+    return f"{where}{what}" + (f" ({code})" if code else "") + hint
+
+
 def run_cli(prog: str, main: Callable, args) -> int:
-    """Call ``main(args)``; user errors (bad values, missing files, taken folders) become one line, exit 2."""
+    """Call ``main(args)``; user errors (bad values, missing files, taken or busy folders, damaged run
+    files, full or read-only disks) become one line on stderr, exit 2."""
+    from fcpo.runs import RunBusy
+
     try:
         return main(args)
-    except (CLIError, FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (CLIError, FileNotFoundError, FileExistsError, ValueError, RunBusy) as exc:
+        if isinstance(exc, OSError) and exc.strerror and exc.filename:  # a raw errno error, not our message
+            fail(prog, os_error_message(exc))
         fail(prog, str(exc) or type(exc).__name__)
+    except OSError as exc:
+        fail(prog, os_error_message(exc))
 
 
 @contextlib.contextmanager

@@ -54,6 +54,14 @@ def _main(args) -> int:
     from fcpo import runs
     from fcpo.evaluate import format_report
 
+    for flag in ("k", "steps", "slate_size", "horizon"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise CLIError(f"--{flag.replace('_', '-')} must be an integer >= 1, got {value}")
+    if any(seed < 0 for seed in args.seeds):
+        raise CLIError(f"--seeds must be integers >= 0, got {args.seeds}")
+    if not 0.0 < args.alpha <= 1.0:  # also refuses nan
+        raise CLIError(f"--alpha must lie in (0, 1], got {args.alpha}")
     if args.baseline:
         if args.run_dir:
             raise CLIError("give either RUN_DIR or --baseline, not both")

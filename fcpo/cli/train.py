@@ -69,11 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args):
     """Defaults < ``--config`` file < flags, as a resolved :class:`fcpo.runs.RunConfig`."""
-    from fcpo.runs import RunConfig, resolve
+    from fcpo.runs import RunConfig, agent_config_values, resolve
 
     for flag in ("iterations", "threads"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise CLIError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if args.seed is not None and args.seed < 0:
+        raise CLIError(f"--seed must be >= 0, got {args.seed}")
+    if args.device is not None:
+        resolve_device(args.device)  # form and presence of the device, named as the flag
     config = RunConfig.from_yaml(args.config) if args.config else RunConfig()
     config.environment = None
     for key in ("agent", "seed", "iterations", "device", "threads"):
@@ -92,8 +96,10 @@ def config_from_args(args):
         config.agent_config["alpha_prime"] = args.alpha
     if args.constraint is not None:
         config.agent_config["constraint"] = args.constraint
-    config.agent_config.update(parse_key_values(args.set, "--set"))
     config.validate("flags")
+    config.agent_config = agent_config_values(config.agent, config.agent_config, "agent_config")
+    config.agent_config.update(agent_config_values(config.agent, parse_key_values(args.set, "--set", raw=True),
+                                                   "--set"))
     return resolve(config)
 
 
@@ -126,31 +132,56 @@ def _main(args) -> int:
         return 0
     runs.set_threads(config.threads)
     device = resolve_device(config.device)
+    name = args.name or runs.default_run_name(config)
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise CLIError(f"--name {name!r}: give a plain folder name (no '/')")
+    if (Path(args.run_dir or "runs") / name).exists():  # fail before the data is loaded
+        raise CLIError(f"run folder {Path(args.run_dir or 'runs') / name} exists; choose another --name, "
+                       f"or continue it with --resume")
     agent = runs.build_agent(config, device)  # loads data: fails before any folder exists
-    run_dir = runs.create_run(args.run_dir or "runs", args.name or runs.default_run_name(config), config)
-    _announce(config, device, run_dir)
-    return _train(args, config, agent, run_dir, 0, [], device)
+    run_dir = runs.create_run(args.run_dir or "runs", name, config)
+    try:
+        with runs.run_lock(run_dir):
+            _announce(config, device, run_dir)
+            return _train(args, config, agent, run_dir, 0, [], device)
+    except Exception:
+        _discard_if_empty(run_dir)
+        raise
+
+
+def _discard_if_empty(run_dir: Path) -> None:
+    """A new run that failed before its first checkpoint (bad values, a diverged first iteration, a full
+    disk) leaves no half-made folder behind; one with a checkpoint is kept for --resume."""
+    import shutil
+
+    from fcpo import runs
+
+    if not (run_dir / runs.CHECKPOINT).exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _resume(args) -> int:
     from fcpo import runs
 
     run_dir = Path(args.resume)
+    if args.iterations is not None and args.iterations < 1:
+        raise CLIError(f"--iterations must be >= 1, got {args.iterations}")
     stored = runs.load_config(run_dir)
     threads = args.threads if args.threads is not None else stored.threads
     runs.set_threads(threads)
     device = resolve_device(args.device or stored.device)
-    config, agent, start, records = runs.open_run(run_dir, device, require_checkpoint=False)
-    config.threads = threads
-    total = args.iterations if args.iterations is not None else config.iterations
-    if total <= start:
-        raise CLIError(f"--iterations {total}: {run_dir} already holds {start} iteration(s); "
-                       f"give a larger total to continue it")
-    config.iterations = total
-    config.to_yaml(run_dir / runs.CONFIG)
-    print(f"{PROG}: resuming {run_dir} at iteration {start} of {total} on {device}, {config.threads} thread(s)",
-          file=sys.stderr)
-    return _train(args, config, agent, run_dir, start, records, device)
+    with runs.run_lock(run_dir):  # one process per run folder; sweeps a crash's temp files
+        config, agent, start, records = runs.open_run(run_dir, device, require_checkpoint=False)
+        config.threads = threads
+        total = args.iterations if args.iterations is not None else config.iterations
+        if total <= start:
+            raise CLIError(f"--iterations {total}: {run_dir} already holds {start} iteration(s); "
+                           f"give a larger total to continue it")
+        config.iterations = total
+        config.to_yaml(run_dir / runs.CONFIG)
+        print(f"{PROG}: resuming {run_dir} at iteration {start} of {total} on {device}, {config.threads} thread(s)"
+              + ("" if start else " (no checkpoint yet: starting from the beginning)"), file=sys.stderr)
+        return _train(args, config, agent, run_dir, start, records, device)
 
 
 def _train(args, config, agent, run_dir: Path, start: int, records: list, device) -> int:

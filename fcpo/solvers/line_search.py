@@ -10,6 +10,10 @@ satisfy the trust-region problem (10):
 * surrogate reward change ``> 0`` when ``require_improvement`` (feasible cases;
   recovery steps ignore reward);
 * all three values finite.
+
+A candidate whose evaluation raises ``ValueError`` (e.g. ``torch.distributions`` argument
+validation refusing a scale that overflowed to ``inf`` or ``0`` after a huge step, as with
+``max_kl=1e9``) is a rejected trial with reason ``"invalid"``, not a crash: the search backtracks.
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ class LineSearchTrial:
     cost_change: float
     kl: float
     accepted: bool
-    reason: str  # "accepted" or the first failed test: "non-finite", "kl", "cost", "reward"
+    reason: str  # "accepted" or the first failed test: "invalid", "non-finite", "kl", "cost", "reward"
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,12 @@ def backtracking_line_search(
     for j in range(max_backtracks):
         frac = backtrack_ratio ** j
         cand = theta + frac * direction
-        rn, cn, kl = (_scalar(v, n) for v, n in zip(evaluate(cand), ("reward", "cost", "kl")))
+        try:
+            values = tuple(evaluate(cand))
+        except ValueError:  # e.g. a distribution refusing the candidate's parameters (inf / 0 scale)
+            trials.append(LineSearchTrial(frac, math.nan, math.nan, math.nan, False, "invalid"))
+            continue
+        rn, cn, kl = (_scalar(v, n) for v, n in zip(values, ("reward", "cost", "kl")))
         dr, dc = rn - r0, (cn - c0 if check_cost else 0.0)
         if not (math.isfinite(dr) and math.isfinite(dc) and math.isfinite(kl)):
             reason = "non-finite"
