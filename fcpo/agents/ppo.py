@@ -9,10 +9,14 @@
 """
 from __future__ import annotations
 
+import math
+
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
+
+from fcpo.agents.checkpoint import NonFiniteState
 
 #: early stop when the approximate KL of a minibatch exceeds this multiple of ``target_kl`` (Spinning Up)
 KL_STOP_FACTOR = 1.5
@@ -95,11 +99,21 @@ def fit_critics(critics: Sequence[tuple[torch.nn.Module, torch.optim.Optimizer, 
                 x = obs[idx]
                 for j, (critic, opt, target) in enumerate(group):
                     loss = torch.mean((critic(x) - target[idx]) ** 2)
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        raise NonFiniteState(f"value critic {j}: the regression loss became {value} (training "
+                                             "diverged); lower critic_lr")
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
-                    totals[j] += float(loss.detach())
+                    totals[j] += value
                 count += 1
+        with torch.no_grad():  # a last step can leave exploding weights: check the fitted critics' error
+            for j, (critic, _, target) in enumerate(group):
+                after = float(torch.mean((critic(obs[:256]) - target[:256]) ** 2))
+                if not math.isfinite(after):
+                    raise NonFiniteState(f"value critic {j}: its regression error became {after} after fitting "
+                                         "(training diverged); lower critic_lr")
         return [t / max(count, 1) for t in totals]
 
     if shared_minibatches:

@@ -45,11 +45,11 @@ from fcpo.policies.tree import TREE_METHODS, TreePolicy, build_balanced_tree
 class TPGRConfig:
     """TPGR hyper-parameters (defaults: the paper / its reference code where it states them)."""
 
-    depth: int = param(2, "tree depth d (the paper's MovieLens runs use d = 2)")
+    depth: int = param(2, "tree depth d (the paper's MovieLens runs use d = 2)", low=1)
     branching: int | None = param(None, "children per node c; None = ceil(|I|^(1/d)) (eq. 7-12)")
     clustering: str = param("pca", "pca (sort on the first principal component) | kmeans (balanced k-means)")
-    hidden: int = param(64, "width of the state encoder shared by the node softmaxes (reference code: 64)")
-    lr: float = param(1e-3, "Adam step size (reference code: 1e-3)")
+    hidden: int = param(64, "width of the state encoder shared by the node softmaxes (reference code: 64)", low=1)
+    lr: float = param(1e-3, "Adam step size (reference code: 1e-3)", low=0, low_open=True)
     gamma: float = param(0.9, "discount of the returns (eq. 7-13)")
     rollouts_per_user: int = param(4, "episodes per user and iteration (per-user standardisation needs >= 2)")
     max_users: int | None = param(None, "users rolled out per iteration (None = all training users)")

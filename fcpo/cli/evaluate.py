@@ -58,7 +58,7 @@ def _main(args) -> int:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise CLIError(f"--{flag.replace('_', '-')} must be an integer >= 1, got {value}")
-    if any(seed < 0 for seed in args.seeds):
+    if args.seeds and any(seed < 0 for seed in args.seeds):
         raise CLIError(f"--seeds must be integers >= 0, got {args.seeds}")
     if not 0.0 < args.alpha <= 1.0:  # also refuses nan
         raise CLIError(f"--alpha must lie in (0, 1], got {args.alpha}")

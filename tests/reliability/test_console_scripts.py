@@ -27,6 +27,7 @@ BAD = {
     "fcpo-eval": (["--baseline", "mf", "--dataset", "synthetic", "--out", "x.json", "--k", "0"], "--k"),
     "fcpo-bench": (["--iterations", "-3"], "--iterations"),
     "fcpo-align": (["--ks", "0"], "--ks"),
+    "fcpo-plot": (["definitely-not-a-run"], "definitely-not-a-run"),
 }
 
 

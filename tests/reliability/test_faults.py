@@ -91,8 +91,6 @@ def test_diverging_critic_never_reaches_disk_and_resume_still_works(tmp_path, ca
         assert not run.exists()  # a new run that failed before its first checkpoint leaves no folder
 
 
-@pytest.mark.xfail(strict=True, reason="critic finite checks belong in fcpo/agents/ppo.py fit_critics (not owned "
-                                       "here): a non-finite critic loss should raise naming critic_lr")
 def test_diverging_critic_error_names_critic_lr(tmp_path, capsys):
     code, _, err = call(train.main, [*TINY, "--iterations", "3", "--name", "d", "--set", "critic_lr=1e30"], capsys)
     assert_one_line_error(code, err, "critic_lr")

@@ -212,8 +212,7 @@ def test_declared_param_ranges_are_enforced_naming_the_field():
             build_config(Toy, {key: value}, "--set")
 
 
-# Fields other helpers' config classes still accept out of range (fix: declare them with
-# param(..., low=0, low_open=True) for positive values, low=1 for counts; see the report).
+# Fields of the large-action and iALP configs, declared with param(..., low=...) ranges.
 OTHER_AGENTS_RANGES = [
     ("ialp", "reward_temperature", "0"), ("ialp", "reward_lr", "-1"), ("ialp", "reward_batch", "0"),
     ("ialp", "actor_lr", "0"), ("tpgr", "depth", "0"), ("tpgr", "hidden", "-1"), ("tpgr", "lr", "-1"),
@@ -223,8 +222,6 @@ OTHER_AGENTS_RANGES = [
 
 
 @pytest.mark.parametrize("agent, key, value", OTHER_AGENTS_RANGES, ids=[f"{a}-{k}" for a, k, _ in OTHER_AGENTS_RANGES])
-@pytest.mark.xfail(strict=True, reason="range validation belongs in fcpo/agents/{ialp,tpgr,wolpertinger}.py "
-                                       "(edited by other helpers): declare these fields with param(low=...)")
 def test_other_agents_refuse_out_of_range_values(agent, key, value):
     with pytest.raises(ValueError, match=key):
         build_config(AGENTS[agent].config_cls, {key: value}, "--set")
