@@ -2,7 +2,10 @@
 
 The env's ``action_masks()`` (bool [K * n_items], the item mask once per slot) is what MaskablePPO
 looks up for a MultiDiscrete action space, so no ``ActionMasker`` is needed.  The cost
-(``info["cost"]``) is not optimised here, only reported against the exposure limit.
+(``info["cost"]``) is not optimised here, only reported against the exposure limit.  The trained
+policy is evaluated with :func:`common.greedy_slate`: per-slot logits, greedy over still-unshown
+items (``model.predict(..., deterministic=True)`` takes each slot's argmax alone, so a slate can
+repeat one item K times, which pays once).
 
     python examples/sb3_maskable_ppo.py --steps 16384 --dataset ml-100k
 """
@@ -11,14 +14,16 @@ from __future__ import annotations
 import os
 import sys
 
+import torch
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import evaluate, make_env, parse_args, print_result, report  # noqa: E402
+from common import evaluate, greedy_slate, make_env, parse_args, print_result, report  # noqa: E402
 
 
 def main(steps: int = 16384, dataset: str = "ml-100k", data_dir: str | None = None, seed: int = 0,
-         eval_episodes: int = 200, n_steps: int = 1024, learning_rate: float = 1e-3) -> dict:
-    """Train MaskablePPO for ``steps`` env steps; the mean return/cost of its deterministic, masked policy."""
+         eval_episodes: int = 200, n_steps: int = 512, learning_rate: float = 3e-3) -> dict:
+    """Train MaskablePPO for ``steps`` env steps; the mean return/cost of its greedy slates."""
     from sb3_contrib import MaskablePPO
 
     env = make_env(dataset, data_dir)
@@ -28,8 +33,10 @@ def main(steps: int = 16384, dataset: str = "ml-100k", data_dir: str | None = No
     model.learn(total_timesteps=steps)
 
     def act(obs, env):
-        action, _ = model.predict(obs, action_masks=env.unwrapped.action_masks(), deterministic=True)
-        return action
+        with torch.no_grad():
+            dist = model.policy.get_distribution(model.policy.obs_to_tensor(obs)[0]).distribution
+            logits = torch.cat([d.logits for d in dist]).numpy()  # [K, n_items]
+        return greedy_slate(logits, env.unwrapped.item_mask())
 
     return report({"steps": steps}, evaluate(env, act, eval_episodes), env, eval_episodes, seed)
 
