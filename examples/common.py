@@ -97,4 +97,5 @@ def parse_args(description: str, steps: int, eval_episodes: int = 200) -> argpar
 
 def print_result(name: str, result: dict) -> None:
     print(f"{name}: return {result['return']:.3f} (random {result['random_return']:.3f}), "
-          f"cost {result['cost']:.3f} (random {result['random_cost']:.3f}, limit {result['cost_limit']:.3f})")
+          f"cost {result['cost']:.3f} (random {result['random_cost']:.3f}, limit {result['cost_limit']:.3f})"
+          + (f", lambda {result['lagrange']:.3f}" if "lagrange" in result else ""))

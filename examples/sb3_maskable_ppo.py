@@ -34,8 +34,8 @@ def main(steps: int = 16384, dataset: str = "ml-100k", data_dir: str | None = No
 
     def act(obs, env):
         with torch.no_grad():
-            dist = model.policy.get_distribution(model.policy.obs_to_tensor(obs)[0]).distribution
-            logits = torch.cat([d.logits for d in dist]).numpy()  # [K, n_items]
+            dist = model.policy.get_distribution(model.policy.obs_to_tensor(obs)[0])
+            logits = torch.cat([d.logits for d in dist.distributions]).numpy()  # [K, n_items]
         return greedy_slate(logits, env.unwrapped.item_mask())
 
     return report({"steps": steps}, evaluate(env, act, eval_episodes), env, eval_episodes, seed)

@@ -13,7 +13,7 @@ The collected ``info`` is stored in the buffer, so ``batch.info["cost"]`` is the
 each update the rewards become r - lambda * cost, and lambda rises (dual ascent) while the mean cost
 per step exceeds ``cost_limit / horizon``.
 
-    python examples/tianshou_ppo.py --steps 32768 --dataset ml-100k
+    python examples/tianshou_ppo.py --steps 16384 --dataset ml-100k   # 2.75 vs random 1.36
 """
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def lagrangian_ppo_class():
     return LagrangianPPO
 
 
-def main(steps: int = 32768, dataset: str = "ml-100k", data_dir: str | None = None, seed: int = 0,
+def main(steps: int = 16384, dataset: str = "ml-100k", data_dir: str | None = None, seed: int = 0,
          eval_episodes: int = 200, num_envs: int = 4, collect_steps: int = 1024, learning_rate: float = 3e-3,
          cost_limit: float | None = None) -> dict:
     """Train Lagrangian PPO for ``steps`` env steps; the mean return/cost of its greedy slates
@@ -118,5 +118,5 @@ def main(steps: int = 32768, dataset: str = "ml-100k", data_dir: str | None = No
 
 
 if __name__ == "__main__":
-    args = parse_args(__doc__.splitlines()[0], steps=32768)
+    args = parse_args(__doc__.splitlines()[0], steps=16384)
     print_result("Tianshou PPO", main(args.steps, args.dataset, args.data_dir, args.seed, args.eval_episodes))

@@ -6,7 +6,7 @@
 ``("next", "reward")``; the rewards become r - lambda * cost before GAE, and lambda rises (dual
 ascent) while the batch's mean cost per step exceeds ``cost_limit / horizon``.
 
-    python examples/torchrl_collector.py --steps 32768 --dataset ml-100k
+    python examples/torchrl_collector.py --steps 16384 --dataset ml-100k   # 2.97 vs random 1.36
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def make_torchrl_env(dataset: str = "ml-100k", data_dir: str | None = None):
     return env
 
 
-def main(steps: int = 32768, dataset: str = "ml-100k", data_dir: str | None = None, seed: int = 0,
+def main(steps: int = 16384, dataset: str = "ml-100k", data_dir: str | None = None, seed: int = 0,
          eval_episodes: int = 200, frames_per_batch: int = 1024, learning_rate: float = 3e-3,
          cost_limit: float | None = None, lambda_lr: float = 0.05) -> dict:
     """Collect ``steps`` frames with TorchRL and train Lagrangian PPO; the mean return/cost of its greedy slates."""
@@ -110,6 +110,6 @@ def main(steps: int = 32768, dataset: str = "ml-100k", data_dir: str | None = No
 
 
 if __name__ == "__main__":
-    args = parse_args(__doc__.splitlines()[0], steps=32768)
+    args = parse_args(__doc__.splitlines()[0], steps=16384)
     print_result("TorchRL PPO-Lagrangian", main(args.steps, args.dataset, args.data_dir, args.seed,
                                                  args.eval_episodes))
