@@ -7,7 +7,7 @@ policy is evaluated with :func:`common.greedy_slate`: per-slot logits, greedy ov
 items (``model.predict(..., deterministic=True)`` takes each slot's argmax alone, so a slate can
 repeat one item K times, which pays once).
 
-    python examples/sb3_maskable_ppo.py --steps 16384 --dataset ml-100k
+    python examples/sb3_maskable_ppo.py --steps 32768 --dataset ml-100k   # 4.20 vs random 1.36 (16384: 3.53)
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import evaluate, greedy_slate, make_env, parse_args, print_result, report  # noqa: E402
 
 
-def main(steps: int = 16384, dataset: str = "ml-100k", data_dir: str | None = None, seed: int = 0,
+def main(steps: int = 32768, dataset: str = "ml-100k", data_dir: str | None = None, seed: int = 0,
          eval_episodes: int = 200, n_steps: int = 512, learning_rate: float = 3e-3) -> dict:
     """Train MaskablePPO for ``steps`` env steps; the mean return/cost of its greedy slates."""
     from sb3_contrib import MaskablePPO
@@ -42,5 +42,5 @@ def main(steps: int = 16384, dataset: str = "ml-100k", data_dir: str | None = No
 
 
 if __name__ == "__main__":
-    args = parse_args(__doc__.splitlines()[0], steps=16384)
+    args = parse_args(__doc__.splitlines()[0], steps=32768)
     print_result("MaskablePPO", main(args.steps, args.dataset, args.data_dir, args.seed, args.eval_episodes))

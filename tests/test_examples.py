@@ -18,6 +18,8 @@ import fcpo  # noqa: F401
 EXAMPLES = REPO / "examples"
 KW = dict(dataset="synthetic")
 TINY = dict(steps=256, dataset="synthetic", eval_episodes=4)
+# torchrl 0.14 announces the move of its weight updaters on import; nothing here uses them
+pytestmark = pytest.mark.filterwarnings("ignore:Creating .*WeightUpdater.*:DeprecationWarning")
 
 
 @pytest.fixture(scope="module", autouse=True)
