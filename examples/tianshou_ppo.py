@@ -96,7 +96,8 @@ def main(steps: int = 16384, dataset: str = "ml-100k", data_dir: str | None = No
     policy = ProbabilisticActorPolicy(actor=actor, dist_fn=multi_categorical, action_space=env.action_space,
                                       observation_space=env.observation_space, action_scaling=False,
                                       action_bound_method=None)
-    algorithm = lagrangian_ppo_class()(policy=policy, critic=Critic(obs_dim), optim=AdamOptimizerFactory(lr=learning_rate),
+    algorithm = lagrangian_ppo_class()(policy=policy, critic=Critic(obs_dim),
+                                       optim=AdamOptimizerFactory(lr=learning_rate),
                                        step_cost_limit=cost_limit / core.horizon, ent_coef=0.0)
     collect_steps = min(collect_steps, steps)
     collector = Collector(algorithm, train_envs, VectorReplayBuffer(collect_steps, num_envs))
