@@ -330,3 +330,17 @@ def test_maskable_ppo_runs_unchanged_on_gym_make():
     action, _ = model.predict(env.unwrapped.core.observe()[0], action_masks=masks, deterministic=True)
     assert env.action_space.contains(action)
     assert env.unwrapped.item_mask()[action].all()  # the mask keeps every slot off shown items
+
+
+def test_sb3_make_vec_env_on_the_string_id():
+    """SB3's ``make_vec_env`` asks for ``render_mode="rgb_array"`` and retries without it only on a TypeError."""
+    pytest.importorskip("stable_baselines3")
+    from stable_baselines3.common.env_util import make_vec_env
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        venv = make_vec_env("fcpo/MovieLensFair-v0", n_envs=2, env_kwargs=dict(dataset="synthetic", embedding_dim=8))
+    obs = venv.reset()
+    assert obs.shape[0] == 2
+    with pytest.raises(ValueError, match="render_mode"):
+        gym.make("fcpo/MovieLensFair-v0", dataset="synthetic", render_mode="rgb_array")

@@ -105,6 +105,11 @@ def _row(value):
     return bool(value[0]) if value.dtype == np.bool_ else value[0]
 
 
+
+class UnsupportedRenderMode(ValueError, TypeError):
+    """An unsupported ``render_mode``.  Also a ``TypeError``: Stable-Baselines3's ``make_vec_env`` asks for
+    ``render_mode="rgb_array"`` and retries without it only on a ``TypeError``."""
+
 class _SlateEnvCommon:
     """The contract attributes both shells expose (``core`` is built by the shell's constructor)."""
 
@@ -145,7 +150,8 @@ class SlateEnv(_SlateEnvCommon, gym.Env):
 
     def __init__(self, render_mode: str | None = None, **kwargs):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+            raise UnsupportedRenderMode(f"render_mode must be one of {self.metadata['render_modes']} or None, "
+                                        f"got {render_mode!r}")
         self.render_mode = render_mode
         self._build(kwargs, lambda n_users: (1, None))
         self.observation_space, self.action_space = self.single_observation_space, self.single_action_space
@@ -231,7 +237,8 @@ class VectorSlateEnv(_SlateEnvCommon, VectorEnv):
     def __init__(self, num_envs: int | None = None, autoreset_mode: AutoresetMode | str | None = None,
                  cover_all_users: bool = False, max_episode_steps: int | None = None, render_mode=None, **kwargs):
         if render_mode is not None:
-            raise ValueError(f"{type(self).__name__} does not render (render_mode must be None, got {render_mode!r})")
+            raise UnsupportedRenderMode(f"{type(self).__name__} does not render (render_mode must be None, "
+                                        f"got {render_mode!r})")
         self.render_mode = None
         self.cover_all_users = bool(cover_all_users)
 
