@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fcpo.cli.bench import main
+import subprocess
 
 
 def calibrate(dataset: str, iterations: int) -> dict:
@@ -54,4 +54,4 @@ if __name__ == "__main__":
         args = p.parse_args()
         calibrate(args.dataset, args.iterations)
         sys.exit(0)
-    sys.exit(main(["--front", *sys.argv[1:]]))
+    sys.exit(subprocess.call([sys.executable, "-m", "fcpo.cli.bench", "--front", *sys.argv[1:]]))

@@ -18,7 +18,6 @@ Prints a table and writes JSON with the torch thread count and ``os.getloadavg()
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib.util
 import os
 import sys

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, markdown_table, write_json  # noqa: E402
 
-from fcpo.cli import bench  # noqa: E402
+from fcpo.reproduction import GridSpec  # noqa: E402
 from fcpo.reproduction import job_name  # noqa: E402
 from fcpo.reproduction.dispatch import run_grid  # noqa: E402
 
@@ -58,14 +58,14 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(RESULTS / "ray_overhead.json"))
     ap.add_argument("--workers", type=int, default=2, help="parallel jobs in both paths (default 2)")
-    ap.add_argument("--bench-args", nargs=argparse.REMAINDER, default=[],
-                    help="extra fcpo-bench flags for the grid (after --dataset synthetic --quick)")
+    ap.add_argument("--methods", nargs="+", default=None, help="grid methods (default: the table grid's)")
     args = ap.parse_args(argv)
     import ray
     import torch
 
-    spec = bench.spec_from_args(bench.build_parser().parse_args(["--dataset", "synthetic", "--quick",
-                                                                 *args.bench_args]))
+    spec = GridSpec(dataset="synthetic").quick()  # the grid of `fcpo-bench --dataset synthetic --quick`
+    if args.methods:
+        spec.methods = tuple(args.methods)
     jobs = len(spec.jobs())
     load_start = os.getloadavg()
 
@@ -94,7 +94,7 @@ def main(argv=None) -> dict:
             {"path": "ray (grid)", "wall_s": ray_s},
             {"path": "ray (start-up)", "wall_s": init_s}]
     payload = {
-        "benchmark": "ray_overhead", "grid": "fcpo-bench --dataset synthetic --quick " + " ".join(args.bench_args),
+        "benchmark": "ray_overhead", "grid": "fcpo-bench --dataset synthetic --quick" + (" --methods " + " ".join(args.methods) if args.methods else ""),
         "jobs": jobs, "workers": args.workers, "torch_threads": torch.get_num_threads(),
         "job_threads": int(os.environ.get("FCPO_JOB_THREADS", "1")), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "load_average_start": load_start, "load_average_end": load_end,

@@ -112,8 +112,7 @@ def spec_from_args(args):
                            f"{' '.join(rp.RL_METHODS + rp.RANKER_METHODS)}")
         spec.methods = tuple(args.methods)
     if args.quick:
-        spec.seeds, spec.iterations, spec.horizon, spec.eval_steps, spec.long_term_steps = spec.seeds[:1], 3, 4, 4, 6
-        spec.method_iterations = {}
+        spec.quick()
     for a in spec.alphas + spec.ppo_alphas:
         if not 0 < a <= 1:
             raise CLIError(f"--alphas/--lagrangian-alphas: {a} is outside (0, 1]")

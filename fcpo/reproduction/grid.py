@@ -110,6 +110,12 @@ class GridSpec:
     def iterations_of(self, method: str) -> int:
         return int(self.method_iterations.get(method, self.iterations))
 
+    def quick(self) -> "GridSpec":
+        """This grid as a pipeline check: one seed, 3 iterations, 4-step rollouts (``fcpo-bench --quick``)."""
+        self.seeds, self.iterations, self.horizon, self.eval_steps, self.long_term_steps = self.seeds[:1], 3, 4, 4, 6
+        self.method_iterations = {}
+        return self
+
     def jobs(self) -> list[dict]:
         return self._front_jobs() if self.constraint_modes else self._table_jobs()
 
