@@ -90,13 +90,19 @@ def resolve_data_dir(name: str, data_dir: str | os.PathLike | None = None, downl
         raise FileNotFoundError(_missing_message(name, env) + f"\n(the download failed: {exc})") from exc
 
 
+def _url_variable(name: str) -> str:
+    return "FCPO_" + name.upper().replace("-", "_") + "_URL"
+
+
 def _missing_message(name: str, env: str | None) -> str:
     entry = get_entry(name)
     return (
         f"MovieLens data set {name!r} not found. Provide it in one of three ways:\n"
         f"  1. pass data_dir=... / --data-dir DIR pointing at the folder with the {name} files;\n"
         f"  2. set FCPO_DATA_DIR to a folder containing {name}/ (now: {env or 'unset'});\n"
-        f"  3. allow the download of the official GroupLens zip into {cache_root() / name} (needs network).\n"
+        f"  3. allow the download of the official GroupLens zip into {cache_root() / name} (needs network; "
+        f"for a mirror set {_url_variable(name)} and {_url_variable(name)[:-4]}_SHA256).\n"
+        f"Offline, try --dataset synthetic (generated locally, no download) to check the pipeline.\n"
         + (entry.licence or "The MovieLens licence allows research use only and forbids redistribution: "
            "fcpo never ships the data.")
     )
