@@ -571,7 +571,9 @@ def create_run(parent: str | Path, name: str, config, record_environment: bool =
 
 def default_run_name(config: RunConfig) -> str:
     alpha = config.agent_config.get("alpha_prime")
-    dataset = config.env.get("dataset", config.env_id.split("/")[-1])
+    dataset = str(config.env.get("dataset", config.env_id.split("/")[-1]))
+    if "/" in dataset or "\\" in dataset:  # a table file: its name, without folders or suffixes
+        dataset = Path(dataset).name.split(".")[0]
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return f"{config.agent}-{dataset}" + (f"-a{alpha:g}" if alpha is not None else "") + f"-s{config.seed}-{stamp}"
 
