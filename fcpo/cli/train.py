@@ -212,8 +212,15 @@ def _announce(config, device, run_dir: Path) -> None:
     if "alpha_prime" in cfg and "slate_size" in env:
         k, a = env["slate_size"], cfg["alpha_prime"]
         msg.append(f"{PROG}: cost = number of G0 items in the slate; limit α'·K = {a:g}·{k} = {a * k:g} G0 items per "
-                   f"step, i.e. {a * k * env['horizon']:g} per {env['horizon']}-step episode (CPO uses the "
-                   f"γ_c-discounted sum of the per-step limit)")
+                   f"step, i.e. {a * k * env['horizon']:g} per {env['horizon']}-step episode (α'·K × the episode's "
+                   f"length when it ends early: the logged cost_limit)")
+        mode = cfg.get("constraint")
+        if mode == "per-slate" and cfg.get("constrained", True):
+            msg.append(f"{PROG}: constraint per-slate: no slate ever holds more than ⌊α'·K⌋ = {int(a * k + 1e-9)} G0 "
+                       f"items (enforced in the policy's decoding; the deployed policy is greedy)")
+        elif mode == "expected":
+            msg.append(f"{PROG}: constraint expected: the mean cost per episode is trained to stay within the limit; "
+                       f"the deployed policy is the trained stochastic one (evaluated sampled)")
         if not cfg.get("constrained", True):
             msg.append(f"{PROG}: this agent is unconstrained; the limit is only reported")
     print("\n".join(msg), file=sys.stderr)
