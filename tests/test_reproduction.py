@@ -240,7 +240,11 @@ def test_quick_front_end_to_end_on_synthetic_data(tmp_path, capsys):
     assert set(rows) == {("fcpo", "per-slate", 0.4), ("fcpo", "expected", 0.4), ("fcpo", "per-slate", 1.0),
                          ("fcpo", "expected", 1.0), ("fair-mf", "per-slate", 0.4), ("fair-mf", "per-slate", 1.0)}
     for r in rows.values():
-        assert len(r["popular_share_per_step"]) == 4 and r["max_step_share"] == max(r["popular_share_per_step"])
+        assert len(r["popular_share_per_step"]) == 4
+        if r["constraint"] == "per-slate":  # greedy: one profile, its maximum
+            assert r["max_step_share"] == pytest.approx(max(r["popular_share_per_step"]))
+        else:  # sampled over seeds: the worst seed's maximum vs the mean profile
+            assert r["max_step_share"] >= max(r["popular_share_per_step"]) - 1e-12
         assert 0.0 <= r["popular_share"] <= r["max_step_share"] <= 1.0
     assert rows[("fcpo", "per-slate", 1.0)]["f1@20"] == rows[("fcpo", "expected", 1.0)]["f1@20"]
     fair = rows[("fair-mf", "per-slate", 0.4)]
