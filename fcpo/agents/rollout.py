@@ -269,3 +269,23 @@ def collect(env, actor, value_r, value_c, users: np.ndarray, device: torch.devic
         group_index=torch.as_tensor(np.repeat(step_version[:horizon_used], n)[flat], device=device),
         cost_limit_per_step=float(cost_limit_per_step),
     )
+
+
+@torch.no_grad()
+def greedy_cost_per_step(env, policy, users: np.ndarray, k: int, device, generator=None) -> float:
+    """G0 items per step of ``policy``'s greedy (deployed) slates on ``users``, from one rollout of ``env``
+    with the groups in force at each step (the Lagrangian agents' estimate of the deployed policy's cost)."""
+    cost, steps = torch.zeros((), device=device), torch.zeros((), device=device)
+
+    def act(state, exclude, t):
+        popular = torch.as_tensor(np.asarray(env.is_popular, dtype=bool), device=device)
+        return policy.act(state, k, "greedy", exclude, generator, is_popular=popular)
+
+    def record(step) -> None:
+        nonlocal cost, steps
+        alive = torch.as_tensor(step.alive, device=device)
+        cost = cost + (torch.as_tensor(step.info["cost"], dtype=torch.float32, device=device) * alive).sum()
+        steps = steps + alive.sum()
+
+    run_slate_episodes(env, users, act, device, on_step=record)
+    return float(cost / steps.clamp(min=1))

@@ -47,7 +47,7 @@ from torch import nn
 from fcpo.agents.base import check_alpha_prime, param, register_agent
 from fcpo.agents.checkpoint import Checkpointed
 from fcpo.agents.lagrangian import LagrangeMultiplier
-from fcpo.agents.rollout import SlateStep, run_slate_episodes, with_reward_option
+from fcpo.agents.rollout import SlateStep, greedy_cost_per_step, run_slate_episodes, with_reward_option
 from fcpo.envs.contract import EnvSpec
 from fcpo.evaluate.constraint import per_slate_cap
 from fcpo.policies.base import Policy, SlateState, check_constraint_mode, shown_mask
@@ -518,26 +518,11 @@ class WolpertingerAgent(Checkpointed):
         return {"reward": float(ret.mean()), "cost": float(cost.mean()), "cost_per_step": per_step,
                 "popular_share": per_step / self.k, "episode_length": float(steps.mean())}
 
-    @torch.no_grad()
     def deployed_cost_per_step(self, users: np.ndarray) -> float:
         """G0 items per step of the greedy (deployed) policy on ``users``, from its own rollout."""
         if self._deploy_env is None:
             self._deploy_env = self.env_spec.make_vector(self.config.num_envs, mode="train")
-        env, dev = self._deploy_env, self.device
-        cost, steps = torch.zeros((), device=dev), torch.zeros((), device=dev)
-
-        def act(state: SlateState, exclude: torch.Tensor, t: int) -> torch.Tensor:
-            popular = torch.as_tensor(np.asarray(env.is_popular, dtype=bool), device=dev)
-            return self.policy.act(state, self.k, "greedy", exclude, self._deploy_generator, is_popular=popular)
-
-        def record(step: SlateStep) -> None:
-            nonlocal cost, steps
-            alive = torch.as_tensor(step.alive, device=dev)
-            cost = cost + (torch.as_tensor(step.info["cost"], dtype=torch.float32, device=dev) * alive).sum()
-            steps = steps + alive.sum()
-
-        run_slate_episodes(env, users, act, dev, on_step=record)
-        return float(cost / steps.clamp(min=1))
+        return greedy_cost_per_step(self._deploy_env, self.policy, users, self.k, self.device, self._deploy_generator)
 
     # ------------------------------------------------------------------------------------ update
     def update(self) -> dict[str, float]:
