@@ -7,27 +7,7 @@ from torch.func import functional_call
 from fcpo.solvers import CPOConfig, cpo_step, fisher_vector_product, flat_params
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
-class Gaussian(nn.Module):
-    def __init__(self, obs=3, act=2, hidden=6):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(obs, hidden), nn.Tanh(), nn.Linear(hidden, act))
-        self.log_std = nn.Parameter(0.3 * torch.randn(act))
-
-    def forward(self, s):
-        return self.net(s), self.log_std.expand(s.shape[0], -1)
-
-
-def gaussian_kl(mu0, ls0, mu1, ls1):
-    v0, v1 = torch.exp(2 * ls0), torch.exp(2 * ls1)
-    return (ls1 - ls0 + (v0 + (mu0 - mu1) ** 2) / (2 * v1) - 0.5).sum(-1).mean()
+from solver_policies import Gaussian, _float64, gaussian_kl  # noqa: F401 (_float64: autouse fixture)
 
 
 class Softmax(nn.Module):
@@ -47,7 +27,7 @@ def softmax_kl(logits0, logits1):
 def _setup(kind, seed):
     torch.manual_seed(seed)
     states = torch.randn(9, 3)
-    pol = Gaussian() if kind == "gaussian" else Softmax()
+    pol = Gaussian(hidden=6) if kind == "gaussian" else Softmax()
     with torch.no_grad():
         old = pol(states)
         old = tuple(o.clone() for o in old) if isinstance(old, tuple) else old.clone()
