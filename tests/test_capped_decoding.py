@@ -261,3 +261,21 @@ def test_too_few_items_left_is_a_clear_error(fn):
             capped_plackett_luce_log_prob(scores, torch.tensor([[0, 1, 2], [4, 5, 0]]), 1, pop, exclude)
         else:
             capped_row_decode(torch.randn(2, 3, 6), 1, pop, exclude)
+
+
+@pytest.mark.parametrize("cap", [None, 0, 2])
+@pytest.mark.parametrize("groups_per_row", [False, True])
+def test_row_decode_in_chunks_equals_one_block(monkeypatch, cap, groups_per_row):
+    """A batch too large for one score block is decoded in row chunks with the same picks."""
+    import fcpo.policies.capped as C
+
+    gen = torch.Generator().manual_seed(7)
+    b, k, n, d = 23, 4, 40, 6
+    w, items = torch.randn(b, k, d, generator=gen), torch.randn(n, d, generator=gen)
+    pop = torch.rand(b, n, generator=gen) < 0.3 if groups_per_row else torch.rand(n, generator=gen) < 0.3
+    exclude = torch.rand(b, n, generator=gen) < 0.2
+    whole = C.capped_row_decode_from_embeddings(w, items, cap, pop, exclude)
+    monkeypatch.setattr(C, "DECODE_SCORE_BUDGET", k * n * 5)  # 5 rows per block: 5 chunks
+    chunked = C.capped_row_decode_from_embeddings(w, items, cap, pop, exclude)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=0)
+    assert whole.shape == (b, k)

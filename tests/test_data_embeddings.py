@@ -41,7 +41,7 @@ def test_config_validation_and_method_defaults():
     assert MFConfig().weight_decay == E.DEFAULT_WEIGHT_DECAY["bpr"]
     assert MFConfig(method="pmf").weight_decay == E.DEFAULT_WEIGHT_DECAY["pmf"]
     assert MFConfig(weight_decay=0.0).weight_decay == 0.0
-    for bad in ({"method": "svd"}, {"dim": 0}, {"epochs": 1.5}, {"lr": 0}, {"weight_decay": -1}):
+    for bad in ({"method": "auto"}, {"method": "als"}, {"dim": 0}, {"epochs": 1.5}, {"lr": 0}, {"weight_decay": -1}):
         with pytest.raises(ValueError):
             MFConfig(**bad)
     assert MFConfig.from_dict(MFConfig(dim=8).to_dict()) == MFConfig(dim=8)
@@ -201,3 +201,64 @@ def test_mf_beats_random_on_real_ml100k(cache):
     res = E.compare_rankers(split, emb)
     assert res["mf"]["recall"] > 2 * res["random"]["recall"]
     assert res["mf"]["recall"] > res["popularity"]["recall"]  # measured: 0.139 vs 0.076 (random 0.006)
+
+
+# ---------------------------------------------------------------- PureSVD (method="svd") and "auto"
+
+def test_randomized_svd_matches_scipy_svds():
+    """Singular values and the rank-r subspace equal an independent solver's (ARPACK via scipy)."""
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import svds
+
+    rng = np.random.default_rng(3)
+    # interaction-like: a binary matrix drawn from a rank-6 preference model (a decaying spectrum)
+    logits = rng.normal(size=(300, 6)) @ rng.normal(size=(6, 120)) - 2.0
+    a = sp.csr_matrix((rng.random((300, 120)) < 1 / (1 + np.exp(-logits))).astype(np.float64))
+    u, s, vt = E.randomized_svd(a, 8, seed=0)
+    u_ref, s_ref, vt_ref = svds(a.astype(np.float64), k=8)
+    s_ref_sorted = np.sort(s_ref)[::-1]
+    np.testing.assert_allclose(s[:6], s_ref_sorted[:6], rtol=1e-5)  # the signal directions: exact
+    np.testing.assert_allclose(s, s_ref_sorted, rtol=1e-2)  # the noise floor: within 1 %
+    top = np.argsort(s_ref)[::-1][:6]
+    approx, ref = (u[:, :6] * s[:6]) @ vt[:6], (u_ref[:, top] * s_ref[top]) @ vt_ref[top]
+    assert np.linalg.norm(approx - ref) / np.linalg.norm(ref) < 1e-3
+    np.testing.assert_allclose(u.T @ u, np.eye(8), atol=1e-10)
+    u2, s2, vt2 = E.randomized_svd(a, 8, seed=0)
+    np.testing.assert_array_equal(vt, vt2)  # deterministic, signs fixed
+    assert (vt[np.arange(8), np.abs(vt).argmax(1)] > 0).all()
+    with pytest.raises(ValueError, match="rank"):
+        E.randomized_svd(a, 0)
+
+
+def test_svd_embeddings_reconstruct_the_train_matrix(synthetic):
+    _, split = synthetic
+    config = MFConfig(method="svd", dim=16)
+    emb = train_mf(split, config, progress=False)
+    assert emb.user.dtype == np.float32 and emb.user.shape == (split.n_users, 16)
+    binary = (split.train_ratings != 0).astype(np.float64).toarray()
+    scores = emb.user @ emb.item.T
+    # the Eckart-Young error of the best rank-16 approximation: the tail of the singular values
+    tail = np.linalg.svd(binary, compute_uv=False)[16:]
+    assert np.linalg.norm(binary - scores) <= 1.001 * np.sqrt((tail ** 2).sum())
+    np.testing.assert_array_equal(emb.user, train_mf(split, config, progress=False).user)
+    res = E.compare_rankers(split, emb)
+    assert res["mf"]["recall"] > 4 * res["random"]["recall"]
+
+
+def test_auto_method_picks_bpr_below_and_svd_above_the_threshold():
+    limit = E.AUTO_SVD_MIN_INTERACTIONS
+    assert E.resolve_method("auto", limit) == "bpr" and E.resolve_method("auto", limit + 1) == "svd"
+    assert E.resolve_method("pmf", 10 ** 9) == "pmf"
+    with pytest.raises(ValueError, match="embedding method"):
+        E.resolve_method("als", 10)
+
+
+def test_env_default_embeddings_are_bpr_on_small_data(cache):
+    """``embedding_method="auto"`` keeps ml-100k-size data on BPR (same cache key as an explicit "bpr")."""
+    from fcpo.envs.env_data import EnvDataKey, build_env_data
+
+    auto = build_env_data(EnvDataKey(dataset="synthetic"))
+    bpr = build_env_data(EnvDataKey(dataset="synthetic", embedding_method="bpr"))
+    np.testing.assert_array_equal(auto.item_embeddings, bpr.item_embeddings)
+    with pytest.raises(ValueError, match="embedding_method"):
+        build_env_data(EnvDataKey(dataset="synthetic", embedding_method="als"))

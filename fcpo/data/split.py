@@ -49,6 +49,13 @@ class Ragged:
         """The row index of every value."""
         return np.repeat(np.arange(self.n_rows), self.lengths)
 
+    def take(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(lengths, values)`` of ``rows`` in CSR layout: the rows' values concatenated in order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts, lengths = self.indptr[rows], self.indptr[rows + 1] - self.indptr[rows]
+        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        return lengths, self.values[np.repeat(starts, lengths) + offsets]
+
     def to_mask(self, n_cols: int, rows: np.ndarray | None = None) -> np.ndarray:
         """Boolean matrix [len(rows), n_cols] with True at each row's values."""
         if rows is None:

@@ -7,8 +7,8 @@ fcpo cores share lives here, written once (Ge et al., WSDM 2021, §3-4):
 * state: the FIFO window of the user's last N positives (``history``), the user
   embedding and the step fraction t / T; the observation
   ``[e(h_1) .. e(h_N) | e(user) | t / T]`` and its bounds;
-* the ``shown`` matrix: items recommended earlier in the episode, or in the
-  initial history, and items repeated inside one slate, never pay
+* the ``shown`` matrix (bit-packed, :class:`fcpo.envs.bits.PackedBoolMatrix`): items recommended
+  earlier in the episode, or in the initial history, and items repeated inside one slate, never pay
   (:meth:`SlateCore.fresh_mask`); :meth:`SlateCore.item_mask` is its negation;
 * cost (eq. 6): the number of slate slots holding a G0 (popular) item;
 * truncation at t = T, or at ``time_limit`` when a shorter limit is set.
@@ -24,6 +24,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from fcpo.envs.bits import PackedBoolMatrix
 from fcpo.envs.env_data import EnvData
 
 #: The name of the fairness cost in ``info["costs"]`` (and the only cost of the fcpo envs).
@@ -107,7 +108,7 @@ class SlateCore(ABC):
         self.rows = np.zeros(e, dtype=np.int64)
         self.t = np.zeros(e, dtype=np.int64)
         self.history = np.zeros((e, self.n_hist), dtype=np.int64)
-        self.shown = np.zeros((e, self.n_items), dtype=bool)
+        self.shown = PackedBoolMatrix(e, self.n_items)  # 8 items per byte: 466 MB, not 3.7 GB, at ML-20M size
         self._obs = np.zeros((e, self.obs_dim), dtype=np.float32)
         self._obs[:, :] = self._embed(np.arange(e))
         self._strict_lower = np.tri(self.k, k=-1, dtype=bool)
@@ -127,8 +128,8 @@ class SlateCore(ABC):
         self.rows[idx] = user_rows
         self.t[idx] = 0
         self.history[idx] = self._initial[user_rows]
-        self.shown[idx] = False
-        self.shown[idx[:, None], self.history[idx]] = True
+        self.shown.clear_rows(idx)
+        self.shown.set(idx[:, None], self.history[idx])
         self._obs[idx] = self._embed(idx)
         self._reset_extra(idx, user_rows)
 
@@ -149,12 +150,12 @@ class SlateCore(ABC):
 
     def item_mask(self, idx: np.ndarray | None = None) -> np.ndarray:
         """Bool [n, n_items]: True for items not shown yet in the episode (the ones that can still pay)."""
-        return ~self.shown if idx is None else ~self.shown[idx]
+        return ~self.shown.dense(idx)
 
     def fresh_mask(self, idx: np.ndarray, slates: np.ndarray) -> np.ndarray:
         """Bool [n, K]: slots whose item was not shown before and does not repeat an earlier slot."""
         dup = ((slates[:, :, None] == slates[:, None, :]) & self._strict_lower).any(axis=2)
-        return ~self.shown[idx[:, None], slates] & ~dup
+        return ~self.shown.get(idx[:, None], slates) & ~dup
 
     def validate_slates(self, action, n_rows: int) -> np.ndarray:
         return validate_slates(action, n_rows, self.k, self.n_items)
@@ -169,7 +170,7 @@ class SlateCore(ABC):
         slot_rewards, hits, terminated, extra = self._outcome(idx, slates, fresh, rngs)
         cost = self.grouping.is_popular[slates].sum(axis=1).astype(np.float64)
         self.grouping.record(slates)
-        self.shown[e, slates] = True
+        self.shown.set(e, slates)
         # FIFO window: append hits in slate order, keep the last n_hist valid entries (rows with a hit only)
         changed = np.flatnonzero(hits.any(axis=1))
         if len(changed):
@@ -189,6 +190,9 @@ class SlateCore(ABC):
                            truncated, extra)
 
     # ------------------------------------------------------------------ info
+    #: whether :meth:`state_info` carries the dense ``action_mask`` (env option ``action_mask_in_info``)
+    action_mask_in_info: bool = True
+
     def state_info(self, idx: np.ndarray | None = None) -> dict:
         """Info keys present after both reset and step, batched over ``idx`` (default all slots)."""
         rows = self.rows if idx is None else self.rows[idx]
@@ -200,8 +204,9 @@ class SlateCore(ABC):
             "history": history,
             "history_raw_ids": self.data.data.item_raw_ids[history],
             "group_sizes": np.broadcast_to(sizes, (len(rows), 2)).copy(),
-            "action_mask": self.item_mask(idx),
         }
+        if self.action_mask_in_info:  # dense [n, n_items]: 3.7 GB per step for all ML-20M users
+            info["action_mask"] = self.item_mask(idx)
         info.update(self._state_info_extra(idx))
         return info
 

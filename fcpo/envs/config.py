@@ -49,9 +49,10 @@ class SlateDataConfig:
     threshold: float | None = None
     train_ratio: float = 0.8
     embedding_dim: int = 32
-    embedding_method: str = "bpr"
+    embedding_method: str = "auto"
     embedding_seed: int = 0
     columns: str | None = None
+    action_mask_in_info: bool = True  # False: no dense info["action_mask"] (item_mask() still works)
 
     #: what the error messages call this env
     env_name = "MovieLensEnv"
@@ -72,6 +73,8 @@ class SlateDataConfig:
             object.__setattr__(self, "columns", parse_columns(self.columns, flag="columns").to_text())
         for name in ("slate_size", "horizon", "regroup_every"):
             check_positive_int(name, getattr(self, name))
+        if not isinstance(self.action_mask_in_info, (bool, np.bool_)):
+            raise ValueError(f"option action_mask_in_info must be True or False, got {self.action_mask_in_info!r}")
 
     @classmethod
     def from_kwargs(cls, **kwargs):

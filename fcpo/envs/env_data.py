@@ -29,7 +29,7 @@ class EnvDataKey:
     threshold: float | None = None  # None: the data's own (1.0 for implicit logs, else 4.0)
     train_ratio: float = 0.8
     embedding_dim: int = 32
-    embedding_method: str = "bpr"
+    embedding_method: str = "auto"  # "auto": BPR, or PureSVD above 2 M train positives (fcpo.data.embeddings)
     embedding_seed: int = 0
     columns: str | None = None  # column mapping of a table file (canonical text of fcpo.data.parse_columns)
 
@@ -64,6 +64,11 @@ def validate_key(key: EnvDataKey) -> None:
                          f"or give the path of a .csv/.tsv/.parquet/.inter/.yaml file")
     if key.columns is not None:
         parse_columns(key.columns, flag="--columns")
+    from fcpo.data.embeddings import AUTO, METHODS
+
+    if key.embedding_method not in METHODS + (AUTO,):
+        raise ValueError(f"unknown embedding_method {key.embedding_method!r}; choose one of "
+                         f"{', '.join(METHODS + (AUTO,))}")
     if key.split not in SPLITS:
         raise ValueError(f"unknown split {key.split!r}; choose one of {', '.join(SPLITS)}")
     if not 0.0 < key.train_ratio < 1.0:
@@ -74,14 +79,15 @@ def validate_key(key: EnvDataKey) -> None:
 
 def build_env_data(key: EnvDataKey, progress: bool = False) -> EnvData:
     """Load, split and embed without memoisation."""
-    from fcpo.data.embeddings import MFConfig, load_embeddings
+    from fcpo.data.embeddings import MFConfig, load_embeddings, resolve_method
 
     validate_key(key)
     data = load_dataset(key.dataset, key.data_dir, columns=key.columns)
     split = cached_split(data, key.split, n_initial=key.n_initial, threshold=key.threshold,
                          train_ratio=key.train_ratio)
-    emb = load_embeddings(data, split, MFConfig(dim=key.embedding_dim, method=key.embedding_method,
-                                                seed=key.embedding_seed), progress=progress)
+    method = resolve_method(key.embedding_method, int(split.train_ratings.nnz))
+    emb = load_embeddings(data, split, MFConfig(dim=key.embedding_dim, method=method, seed=key.embedding_seed),
+                          progress=progress)
     return EnvData(key=key, data=data, split=split, item_embeddings=np.ascontiguousarray(emb.item, np.float32),
                    user_embeddings=np.ascontiguousarray(emb.user, np.float32), train_counts=split.train_item_counts())
 

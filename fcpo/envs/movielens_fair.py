@@ -63,7 +63,7 @@ class MovieLensFairEnv(SlateEnv):
     ``gym.make("fcpo/MovieLensFair-v0", dataset="ml-1m", data_dir=None, slate_size=5, horizon=10,
     mode="train", reward="hit", popular_ratio=0.2, grouping="static", regroup_every=1,
     rating_alpha=0.1, position_discount=False, split="fcpo", n_initial=5, threshold=4.0,
-    train_ratio=0.8, embedding_dim=32, embedding_method="bpr", embedding_seed=0,
+    train_ratio=0.8, embedding_dim=32, embedding_method="auto", embedding_seed=0,
     render_mode=None)`` (:class:`fcpo.envs.config.FairEnvConfig`).  An unknown option raises
     ``TypeError`` (``got an unexpected keyword argument 'NAME'``); numeric options must be finite.
     ``render_mode="ansi"`` prints the last slate with [HIT] and [G0] marks.

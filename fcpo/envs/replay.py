@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from fcpo.envs.base import MODES, SlateCore, validate_slates  # noqa: F401  (MODES, validate_slates: re-exported)
+from fcpo.envs.bits import PackedBoolMatrix
 from fcpo.envs.env_data import EnvData
 
 REWARDS = ("hit", "rating")
@@ -37,26 +38,28 @@ class SlateReplayCore(SlateCore):
         self._targets = self.split.targets(mode)
         self._ratings = self.split.ratings(mode)
         e = self.num_envs
-        self.remaining = np.zeros((e, self.n_items), dtype=bool)
+        self.remaining = PackedBoolMatrix(e, self.n_items)  # held-out positives not yet hit (bit-packed)
         self.n_remaining = np.zeros(e, dtype=np.int64)
         self.streak = np.zeros((e, 2), dtype=np.int64)  # consecutive positives, negatives
         self.rating_rows = np.zeros((e, self.n_items), dtype=np.float32) if reward == "rating" else None
 
     def _reset_extra(self, idx, user_rows) -> None:
-        self.remaining[idx] = self._targets.to_mask(self.n_items, user_rows)
-        self.n_remaining[idx] = self._targets.lengths[user_rows]
+        self.remaining.clear_rows(idx)
+        lengths, items = self._targets.take(user_rows)
+        self.remaining.set_ragged(idx, lengths, items)
+        self.n_remaining[idx] = lengths
         self.streak[idx] = 0
         if self.rating_rows is not None:
             self.rating_rows[idx] = self._ratings[self.split.user_ids[user_rows]].toarray().astype(np.float32)  # half stars (ML-10M+) kept
 
     def _outcome(self, idx, slates, fresh, rngs):
-        hits = self.remaining[idx[:, None], slates] & fresh
+        hits = self.remaining.get(idx[:, None], slates) & fresh
         if self.reward_kind == "hit":
             slot_rewards = hits * self.discount
         else:
             slot_rewards = self._rating_reward(idx, slates, fresh)
         hit_rows, hit_cols = np.nonzero(hits)
-        self.remaining[idx[hit_rows], slates[hit_rows, hit_cols]] = False
+        self.remaining.set(idx[hit_rows], slates[hit_rows, hit_cols], False)
         self.n_remaining[idx] -= hits.sum(axis=1)
         return slot_rewards, hits, self.n_remaining[idx] == 0, {}
 

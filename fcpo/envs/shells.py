@@ -11,7 +11,7 @@ exactly as ``gymnasium.vector.SyncVectorEnv`` over the single env builds them):
 
 * after reset and step: ``user`` and ``user_row`` (np.int64), ``history`` and ``history_raw_ids``
   (int64 [N]), ``group_sizes`` (int64 [2]: |G0|, |G1|), ``action_mask`` (bool [n_items]: the item
-  mask) and the core's state keys (replay: ``remaining_positives``; simulator: ``misses``);
+  mask; omitted with the env option ``action_mask_in_info=False``) and the core's state keys (replay: ``remaining_positives``; simulator: ``misses``);
 * after step only: ``cost`` (np.float64), ``costs`` ({``popular_exposure``: np.float64}),
   ``hits`` (bool [K]), ``slot_rewards`` (float64 [K]) and the core's step keys (simulator:
   ``clicks`` bool [K], ``left`` bool).
@@ -123,6 +123,7 @@ class _SlateEnvCommon:
         n_users = get_env_data(self.config.data_key()).split.n_episode_users
         num_envs, time_limit = num_envs_of(n_users)
         self.core = self.config.make_core(num_envs, time_limit=time_limit, **core_options)
+        self.core.action_mask_in_info = bool(self.config.action_mask_in_info)
         self.grouping = self.core.grouping
         self.env_data = self.core.data
         self.slate_size, self.horizon, self.n_items = self.core.k, self.core.horizon, self.core.n_items
