@@ -110,6 +110,35 @@ class UnsupportedRenderMode(ValueError, TypeError):
     """An unsupported ``render_mode``.  Also a ``TypeError``: Stable-Baselines3's ``make_vec_env`` asks for
     ``render_mode="rgb_array"`` and retries without it only on a ``TypeError``."""
 
+class LazyGenerators:
+    """One ``numpy.random.Generator`` per sub-env, each created on first use from its seed (or fresh
+    entropy): creating 138,000 generators up front (every ML-20M user) takes seconds, and most
+    cores never draw.  Indexing gives the same generator ``gymnasium.utils.seeding.np_random(seed)``
+    would have given."""
+
+    def __init__(self, n: int):
+        self._gens: list = [None] * int(n)
+        self._seeds: list = [None] * int(n)
+
+    def reseed(self, i: int, seed: int | None) -> None:
+        self._gens[i], self._seeds[i] = None, seed
+
+    def __getitem__(self, i: int) -> np.random.Generator:
+        g = self._gens[i]
+        if g is None:
+            g = self._gens[i] = seeding.np_random(self._seeds[i])[0]
+        return g
+
+    def __setitem__(self, i: int, generator: np.random.Generator) -> None:
+        self._gens[i] = generator
+
+    def __len__(self) -> int:
+        return len(self._gens)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
 class _SlateEnvCommon:
     """The contract attributes both shells expose (``core`` is built by the shell's constructor)."""
 
@@ -254,7 +283,7 @@ class VectorSlateEnv(_SlateEnvCommon, VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.history, self.user_rows = self.core.history, self.core.rows  # updated in place by the core
-        self._rngs = [seeding.np_random(None)[0] for _ in range(self.num_envs)]
+        self._rngs = LazyGenerators(self.num_envs)
         self._all = np.arange(self.num_envs)
         self._started = np.zeros(self.num_envs, dtype=bool)
         self._done = np.zeros(self.num_envs, dtype=bool)
@@ -269,7 +298,7 @@ class VectorSlateEnv(_SlateEnvCommon, VectorEnv):
                 raise ValueError(f"seed list must have {self.num_envs} entries, got {len(seeds)}")
             for i, s in enumerate(seeds):
                 if s is not None:  # as Env.reset(seed=None): keep the generator
-                    self._rngs[i] = seeding.np_random(int(s))[0]
+                    self._rngs.reseed(i, int(s))
             if seeds[0] is not None:
                 super().reset(seed=int(seeds[0]))
         idx, users, partial = self._reset_targets(options)
@@ -373,7 +402,7 @@ class VectorSlateEnv(_SlateEnvCommon, VectorEnv):
     @property
     def generators(self) -> list:
         """The per-sub-env ``numpy.random.Generator``s that draw users and outcomes (for checkpoints)."""
-        return self._rngs
+        return list(self._rngs)
 
     def rng_states(self) -> list[dict]:
         """The bit-generator state of every sub-env's generator (plain dicts of str/int: checkpointable)."""
