@@ -8,8 +8,9 @@ test users (the agent is untrained: the cost of an evaluation does not depend on
   row-by-row scores (K products with the item matrix, then the mean) and checked to recommend the same;
 * ml-1m with the defaults (K = 5, L = 10, the actor's own slates).
 
-Each row carries the seconds (median of ``--repeats`` after one warm-up that builds the env), the
-time inside the policy's ``act``, inside the cut-off metrics, the torch thread count and the load
+Each row carries the wall and CPU seconds (median of ``--repeats`` after one warm-up that builds the
+env; with one thread the CPU time is what the wall time would be on an idle machine), the time inside
+the policy's ``act``, inside the cut-off metrics, the torch thread count and the load
 average before and after (the machine may be shared).
 
 ``metrics`` part: the evaluator's rollout report scores Precision/Recall/F1/NDCG/HR at each
@@ -115,13 +116,14 @@ def time_evaluation(dataset: str, k, steps, data_dir, repeats: int, row_by_row: 
         SlateActor.scores = row_by_row_scores
     try:
         report = evaluator.evaluate(policy, spec, k=k, steps=steps)  # warm-up: builds the env (data cached)
-        walls, acts, metrics = [], [], []
+        walls, cpus, acts, metrics = [], [], [], []
         before = machine_info()
         for _ in range(repeats):
             parts.update(act=0.0, metrics=0.0)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             evaluator.evaluate(policy, spec, k=k, steps=steps)
             walls.append(time.perf_counter() - t0)
+            cpus.append(time.process_time() - c0)
             acts.append(parts["act"])
             metrics.append(parts["metrics"])
         after = machine_info()
@@ -131,6 +133,7 @@ def time_evaluation(dataset: str, k, steps, data_dir, repeats: int, row_by_row: 
     return {"dataset": dataset, "k": report["k"], "steps": report["steps"], "users": report["users"],
             "actor_k": policy.k, "scores": "row-by-row" if row_by_row else "mean-of-rows",
             "ranks_by_scores": report["k"] != policy.k, "seconds": walls, "median_s": statistics.median(walls),
+            "cpu_seconds": cpus, "cpu_median_s": statistics.median(cpus),
             "act_median_s": statistics.median(acts), "metrics_median_s": statistics.median(metrics),
             "threads": torch.get_num_threads(), "load_avg_before": before["load_avg"],
             "load_avg_after": after["load_avg"], "exposure_counts": report["exposure_counts"],
@@ -139,8 +142,8 @@ def time_evaluation(dataset: str, k, steps, data_dir, repeats: int, row_by_row: 
 
 
 def evaluate_part(args) -> list[dict]:
-    print(f"{'data set':<9s} {'case':<36s} {'users':>6s} {'scores':<13s} {'median s':>9s} {'act s':>7s} "
-          f"{'metrics s':>9s} {'threads':>7s} {'load':>5s}")
+    print(f"{'data set':<9s} {'case':<36s} {'users':>6s} {'scores':<13s} {'median s':>9s} {'cpu s':>7s} "
+          f"{'act s':>7s} {'metrics s':>9s} {'threads':>7s} {'load':>5s}")
     rows = []
     for dataset, k, steps, label, compare in EVAL_CASES:
         if dataset not in args.datasets:
@@ -151,7 +154,7 @@ def evaluate_part(args) -> list[dict]:
             row["case"] = label
             rows.append(row)
             print(f"{dataset:<9s} {label:<36s} {row['users']:6d} {row['scores']:<13s} {row['median_s']:9.3f} "
-                  f"{row['act_median_s']:7.3f} {row['metrics_median_s']:9.3f} {row['threads']:7d} "
+                  f"{row['cpu_median_s']:7.3f} {row['act_median_s']:7.3f} {row['metrics_median_s']:9.3f} {row['threads']:7d} "
                   f"{row['load_avg_before'][0]:5.2f}", flush=True)
         if len(variants) == 2:
             new, old = rows[-2], rows[-1]

@@ -59,10 +59,16 @@ def _accuracy(rec: np.ndarray, relevant: np.ndarray, k: int) -> dict:
     }
 
 
-def _sync_groups(policy, env) -> None:
-    """Give a capped policy the env's G0 in force now (dynamic groupings change it every step)."""
-    if hasattr(policy, "set_groups"):  # every capped policy (slate actor, tree, Wolpertinger) follows the env's groups
-        policy.set_groups(np.asarray(env.is_popular, dtype=bool))
+def _sync_groups(policy, env, last: np.ndarray | None = None) -> np.ndarray | None:
+    """Give a capped policy the env's G0 in force now (dynamic groupings change it every step); returns the
+    groups given.  ``last``: the groups given at the previous step (unchanged groups are not copied again)."""
+    if not hasattr(policy, "set_groups"):  # every capped policy (slate actor, tree, Wolpertinger) follows them
+        return None
+    groups = np.asarray(env.is_popular, dtype=bool)
+    if last is not None and np.array_equal(groups, last):
+        return last
+    policy.set_groups(groups)
+    return groups.copy()
 
 
 @torch.no_grad()
@@ -81,9 +87,10 @@ def _run_once(policy, env, protocol: str, k: int, steps: int, mode: str, seed: i
         state = SlateState.from_numpy(obs, env.history, user_ids, device)
         return policy.act(state, k, mode=mode, exclude=exclude, generator=generator).cpu().numpy(), None, None
     slates, counts, alive = [], [], []
+    given = [None]  # the groups the policy holds
 
     def act(state, exclude, t):
-        _sync_groups(policy, env)
+        given[0] = _sync_groups(policy, env, given[0])
         return policy.act(state, k, mode=mode, exclude=exclude, generator=generator)
 
     def record(step):
