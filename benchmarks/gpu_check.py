@@ -185,6 +185,7 @@ def main(argv=None) -> int:
         if not (d == "cpu" or d.startswith("cuda")):
             ap.error(f"--devices takes cpu, cuda or cuda:N, got {d!r}")
     torch.set_num_threads(args.threads)
+    torch.set_float32_matmul_precision("highest")
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     info = machine_info()
