@@ -21,6 +21,19 @@ def default_data_dir() -> str | None:
     return str(shared) if shared.is_dir() else None
 
 
+def machine_info() -> dict:
+    """The conditions a timing was taken under, to store next to every figure: torch's thread count
+    (None without torch), ``OMP_NUM_THREADS`` and the 1/5/15-minute load average (the machine is shared)."""
+    try:
+        import torch
+
+        threads = torch.get_num_threads()
+    except ImportError:
+        threads = None
+    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    return {"threads": threads, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_avg": load}
+
+
 def machine() -> dict:
     info = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "python": platform.python_version(),
             "cpu_count": os.cpu_count(), "platform": platform.platform()}
@@ -46,10 +59,10 @@ def machine() -> dict:
 
 
 def write_json(path: str | Path, payload: dict) -> Path:
-    """Write ``payload`` (plus machine facts) atomically."""
+    """Write ``payload`` (plus machine facts, with the thread count and load average at writing) atomically."""
     from fcpo.runs import atomic_write
 
-    payload = {"machine": machine(), **payload}
+    payload = {"machine": {**machine(), **machine_info()}, **payload}
     return atomic_write(path, json.dumps(payload, indent=2, default=float))
 
 

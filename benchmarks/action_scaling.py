@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import RESULTS, markdown_table, write_json  # noqa: E402
+from _common import RESULTS, machine_info, markdown_table, write_json  # noqa: E402
 
 
 def synthetic_items(n: int, dim: int, seed: int = 0):
@@ -143,7 +143,9 @@ def run(args) -> dict:
                                          torch.zeros(args.batch, dtype=torch.long))}
         with torch.inference_mode():
             for name, build_s, act, mem, extra in build_methods(items, args):
-                row = {"items": n, "method": name, "build_s": build_s, "memory_mb": mem / 2**20, **extra}
+                conditions = machine_info()  # threads and load average next to the figures
+                row = {"items": n, "method": name, "build_s": build_s, "memory_mb": mem / 2**20, **extra,
+                       "threads": conditions["threads"], "load_avg": conditions["load_avg"]}
                 for b, state in states.items():
                     reps = args.repeats if b == 1 else max(3, args.repeats // 10)
                     sec = _time(lambda: act(state, args.slate), reps)

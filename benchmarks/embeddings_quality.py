@@ -22,7 +22,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from fcpo.runs import atomic_write
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_info  # noqa: E402
+
+from fcpo.runs import atomic_write  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,6 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = MFConfig(method=args.method, seed=args.seed)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("dim", args.dim)) if v is not None}
     config = replace(config, **overrides) if overrides else config
+    conditions = machine_info()  # threads and load average next to the training time
     start = time.perf_counter()
     emb = (train_mf(split, config) if args.no_cache else load_embeddings(data, split, config))
     seconds = time.perf_counter() - start
@@ -77,6 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
         "episode_users": split.n_episode_users, "split": {"protocol": "fcpo", "threshold": 4.0, "n_initial": 5,
                                                           "train_ratio": 0.8},
         "config": config.to_dict(), "train_seconds": emb.stats["seconds"], "k": args.k,
+        # train_seconds was measured now only when the embeddings were trained by this run (not read from cache)
+        "trained_now": not emb.cached, "threads": conditions["threads"], "load_avg": conditions["load_avg"],
         "results": {name: {m: res[name][m] for m in ("recall", "precision", "ndcg")} for name in res},
         "python": platform.python_version(), "torch": emb.stats.get("torch"),
     }

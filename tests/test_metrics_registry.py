@@ -33,3 +33,36 @@ def test_a_new_metric_is_picked_up_and_duplicates_raise():
     finally:
         unregister_metric("tail_share_test")
     assert "tail_share_test" not in METRICS
+
+
+@pytest.fixture
+def synthetic(tmp_path, monkeypatch):
+    monkeypatch.setenv("FCPO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("FCPO_DATA_DIR", raising=False)
+
+
+@pytest.mark.usefixtures("synthetic")
+def test_the_evaluator_reports_every_registered_metric():
+    from fcpo.envs import EnvSpec
+    from fcpo.evaluate import evaluate
+    from fcpo.policies.rankers import PopularityRanker
+
+    spec = EnvSpec("fcpo/MovieLensFair-v0", {"dataset": "synthetic", "horizon": 3, "embedding_dim": 8})
+    env = spec.make_vector(1)
+    policy = PopularityRanker(env.env_data.train_counts)
+
+    @register_metric("tail_share_eval_test", higher_is_better=True, description="share of slots from G1")
+    def tail_share(rec, ctx):
+        return float(1.0 - ctx.is_popular[rec].mean())
+
+    try:
+        report = evaluate(policy, spec, protocol="rollout", k=2, steps=3)
+    finally:
+        unregister_metric("tail_share_eval_test")
+    m = report["metrics"]
+    assert m["tail_share_eval_test"] == pytest.approx(1.0 - m["popularity_rate"])
+    counts = np.array(report["exposure_counts"])  # the first seed's lists (greedy: the only seed)
+    assert m["gini"] == pytest.approx(gini_fcpo(counts))
+    assert m["coverage"] == pytest.approx(np.count_nonzero(counts) / env.n_items)
+    assert counts.sum() == 2 * 3 * report["users"]
+    assert 0.0 < m["popularity_rate"] <= 1.0  # the popularity ranker recommends G0 items

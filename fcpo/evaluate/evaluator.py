@@ -15,9 +15,9 @@ as the agents (:func:`fcpo.agents.rollout.run_slate_episodes`).  Two protocols o
   authors' code shrank them as items were hit, inflating recall about 2x), and
   F1 is computed (theirs never was).
 
-Fairness: ``popularity_rate`` (share of G0 items, G0 fixed from training
-counts), Gini of item exposure over the whole catalogue (FCPO eq. 23), item
-coverage.
+List metrics: every metric of the registry (:func:`fcpo.metrics.register_metric`), computed on the
+whole recommended list of every user; built in: ``popularity_rate`` (share of G0 items, G0 fixed from
+training counts), Gini of item exposure over the whole catalogue (FCPO eq. 23), item coverage.
 
 Which policy is evaluated: the DEPLOYED one.  ``mode=None`` (default) takes the policy's
 ``deploy_mode`` ("greedy" if it has none): a per-slate-constrained agent deploys its greedy capped
@@ -40,8 +40,8 @@ import torch
 from fcpo.agents.rollout import run_slate_episodes
 from fcpo.envs.contract import EnvSpec
 from fcpo.evaluate.constraint import constraint_report
-from fcpo.metrics import (accuracy_by_cutoff, exposure_counts, f1_at_k, gini_fcpo, hit_rate_at_k, item_coverage,
-                          ndcg_at_k, popularity_rate, precision_at_k, recall_at_k, relevance_matrix)
+from fcpo.metrics import (ListContext, accuracy_by_cutoff, exposure_counts, f1_at_k, hit_rate_at_k, list_metrics,
+                          ndcg_at_k, precision_at_k, recall_at_k, relevance_matrix)
 from fcpo.policies.base import SlateState
 
 PROTOCOLS = ("ranking", "rollout")
@@ -59,16 +59,16 @@ def _accuracy(rec: np.ndarray, relevant: np.ndarray, k: int) -> dict:
     }
 
 
-def _fairness(rec: np.ndarray, is_popular: np.ndarray, n_items: int) -> dict:
-    counts = exposure_counts(rec, n_items)
-    return {"popularity_rate": popularity_rate(rec, is_popular), "gini": gini_fcpo(counts),
-            "coverage": item_coverage(rec, n_items)}
-
-
-def _sync_groups(policy, env) -> None:
-    """Give a capped policy the env's G0 in force now (dynamic groupings change it every step)."""
-    if hasattr(policy, "set_groups"):  # every capped policy (slate actor, tree, Wolpertinger) follows the env's groups
-        policy.set_groups(np.asarray(env.is_popular, dtype=bool))
+def _sync_groups(policy, env, last: np.ndarray | None = None) -> np.ndarray | None:
+    """Give a capped policy the env's G0 in force now (dynamic groupings change it every step); returns the
+    groups given.  ``last``: the groups given at the previous step (unchanged groups are not copied again)."""
+    if not hasattr(policy, "set_groups"):  # every capped policy (slate actor, tree, Wolpertinger) follows them
+        return None
+    groups = np.asarray(env.is_popular, dtype=bool)
+    if last is not None and np.array_equal(groups, last):
+        return last
+    policy.set_groups(groups)
+    return groups.copy()
 
 
 @torch.no_grad()
@@ -87,9 +87,10 @@ def _run_once(policy, env, protocol: str, k: int, steps: int, mode: str, seed: i
         state = SlateState.from_numpy(obs, env.history, user_ids, device)
         return policy.act(state, k, mode=mode, exclude=exclude, generator=generator).cpu().numpy(), None, None
     slates, counts, alive = [], [], []
+    given = [None]  # the groups the policy holds
 
     def act(state, exclude, t):
-        _sync_groups(policy, env)
+        given[0] = _sync_groups(policy, env, given[0])
         return policy.act(state, k, mode=mode, exclude=exclude, generator=generator)
 
     def record(step):
@@ -159,7 +160,7 @@ def evaluate(policy, env: EnvSpec, protocol: str = "rollout", k: int | None = No
             metrics.update(accuracy_by_cutoff(rec, relevant, k, steps))
             metrics["popular_share_per_step"] = (counts.mean(axis=0) / k).tolist()
             constraint_runs.append(constraint_report(counts, k, 1.0 if alpha_prime is None else alpha_prime, alive))
-        metrics.update(_fairness(rec, static_popular, vec.n_items))
+        metrics.update(list_metrics(rec, ListContext(static_popular, vec.n_items)))  # the registry's list metrics
         runs.append(metrics)
     report = {"protocol": protocol, "split": split, "k": k, "steps": steps if protocol == "rollout" else 1,
               "mode": mode, "seeds": list(seeds), "users": int(vec.n_users), "env": spec.id,

@@ -179,11 +179,14 @@ class SlateActor(Policy):
 
     # ----- item scores (softmax mode and greedy ranking)
     def scores(self, state: SlateState) -> torch.Tensor:
-        """Item scores [B, n_items]: q·v/τ (softmax) or the mean of the K rows of W Vᵀ (gaussian)."""
+        """Item scores [B, n_items]: q·v/τ (softmax) or the mean of the K rows of W Vᵀ (gaussian).
+
+        Gaussian: (1/K) Σ_j W_j Vᵀ = ((1/K) Σ_j W_j) Vᵀ, so the K rows are averaged first and the
+        catalogue is scored by one [B, d] × [d, n] product instead of K of them (K× fewer flops)."""
         mean = self.mean_action(state.obs)
         if self.mode == "softmax":
             return mean @ self.items.T / self.temperature
-        return (mean.view(-1, self.k, self.dim) @ self.items.T).mean(dim=1)
+        return mean.view(-1, self.k, self.dim).mean(dim=1) @ self.items.T
 
     def sample(self, obs: torch.Tensor, exclude: torch.Tensor | None = None, greedy: bool = False,
                generator: torch.Generator | None = None, is_popular: torch.Tensor | None = None):
