@@ -35,7 +35,8 @@ from fcpo.runs import append_jsonl, atomic_write, jsonable, save_figure
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results" / "benchmarks"
 
-COLUMNS = ("hr1", "hr1_ci95", "valid_ratio", "hr1_trie", "hr1_trie_ci95", "valid_ratio_trie", "hr1_scored", "ndcg@5", "hr@5", "ndcg@10", "hr@10", "div_ratio@10",
+COLUMNS = ("hr1", "hr1_ci95", "valid_ratio", "hr1_trie", "hr1_trie_ci95", "valid_ratio_trie", "hr1_scored",
+           "ndcg@5", "hr@5", "ndcg@10", "hr@10", "div_ratio@10",
            "or_ratio@10", "mgu@10")
 
 
@@ -85,7 +86,7 @@ def item_reference_rows(args, max_test_users: int | None, log=None) -> dict:
 
 def run_benchmark(config: AlignConfig, methods: list[str], log=None, vanilla: bool = False) -> dict:
     """SFT once, then each method from a copy of the SFT model; returns rows + SPRec iterations."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ctx = prepare(config)
     rows: dict[str, dict] = {}
     if vanilla:
@@ -132,7 +133,7 @@ def run_benchmark(config: AlignConfig, methods: list[str], log=None, vanilla: bo
             "train_user_rows": np.unique(ctx.train.row).tolist() if config.max_train_users else "all",
             "log_prob_kind": sft_policy.log_prob_kind, "rows": rows, "sprec_iterations": sprec_runs,
             **({"lm": lm_description(sft_policy)} if config.backbone == "lm" else {}),
-            "seconds": time.perf_counter() - t0}
+            "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
 
 
 def table(result: dict) -> str:
