@@ -197,7 +197,7 @@ def plot_hr1(result: dict, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kinds = [("hr1", "valid_ratio", "free generation"), ("hr1_trie", "valid_ratio_trie", "trie-constrained"),
+    kinds = [("hr1", "valid_ratio", "LM free generation / item-policy argmax"), ("hr1_trie", "valid_ratio_trie", "trie-constrained"),
              ("hr1_scored", None, "scored argmax")]
     kinds = [k for k in kinds if any(k[0] in r for r in rows.values())]
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
@@ -316,6 +316,8 @@ def main(argv=None) -> int:
         for name, res in smoke(out).items():
             print(f"smoke ({name}):\n{table(res)}\n")
         return 0
+    if args.dataset == "synthetic":  # generated, never read from a folder
+        args.data_dir = None
     config = item_config(args) if args.backbone == "item" else lm_config(args)
     stem = f"alignment_{args.dataset}_{args.backbone}"
     log_path = Path(args.log) if args.log else None
