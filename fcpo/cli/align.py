@@ -3,7 +3,12 @@
     fcpo-align --method sdpo --negatives 3 --backbone item --dataset ml-100k --data-dir ../shared/data
     fcpo-align --method sprec --iterations 3 --sprec-negatives greedy --backbone lm --model smollm2 \\
                --max-train-users 64 --max-test-users 64
+    fcpo-align --method sft --backbone lm --model smollm2 --lora --device cuda --max-test-users 500
     fcpo-align --resume runs/align-sprec-item-ml-100k-...      # continue from the SFT checkpoint
+
+The LM backbone prompts through the model's own chat template (when it has one; --no-chat: plain
+text), scores candidate titles in packed batches, and reports free answers (HR@1, ValidRatio by
+S-DPO's rule) and trie-constrained answers (trie HR@1, ValidRatio 1 by construction) apart.
 
 The experiment and its run folder are described in fcpo.alignment.experiment; the evaluation
 protocols ("sdpo-candidates", "sprec-topk") in fcpo.evaluate.candidates.
