@@ -10,6 +10,14 @@ DivRatio / ORRatio / MGU per SPRec iteration (``..._sprec.png``).
     python benchmarks/alignment.py --dataset ml-100k --data-dir ../shared/data --backbone lm --model smollm2 \\
         --max-train-users 48 --max-test-users 48
     python benchmarks/alignment.py --smoke            # seconds: synthetic data, both backbones, tiny settings
+    # the measured CPU slice (about 15 core-minutes): SmolLM2 base vs SFT (LoRA) with the GRU beside it
+    python benchmarks/alignment.py --backbone lm --model smollm2 --lora --methods --vanilla --max-train-users 48 \
+        --max-test-users 48 --no-topk --with-item --lm-lr 3e-4 --gen-batch-size 8 --threads 1
+
+The LM rows report the free answers (``hr1``, ``valid_ratio``: S-DPO's parsing rule) and the
+trie-constrained answers (``hr1_trie``, ``valid_ratio_trie``) apart, with 95 % Wilson intervals;
+``--with-item`` adds the GRU item policy evaluated on the same test users and candidate lists;
+``--device cuda`` runs the LM on a GPU.  ``benchmarks/lm_cost.py`` measures what the full table costs.
 
 Protocols and metrics: see ``fcpo.evaluate.candidates`` (S-DPO's HR@1/ValidRatio over 20 candidates;
 SPRec's NDCG/HR/DivRatio/ORRatio/MGU over top-K lists from the whole catalogue).
@@ -29,13 +37,14 @@ import numpy as np
 import torch
 
 from fcpo.alignment import TrainConfig
-from fcpo.alignment.experiment import AlignConfig, evaluate, prepare, run_method, run_sft
+from fcpo.alignment.experiment import AlignConfig, evaluate, lm_description, prepare, run_method, run_sft
 from fcpo.runs import append_jsonl, atomic_write, jsonable, save_figure
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results" / "benchmarks"
 
-COLUMNS = ("hr1", "valid_ratio", "hr1_scored", "ndcg@5", "hr@5", "ndcg@10", "hr@10", "div_ratio@10",
+COLUMNS = ("hr1", "hr1_ci95", "valid_ratio", "hr1_trie", "hr1_trie_ci95", "valid_ratio_trie", "hr1_scored",
+           "ndcg@5", "hr@5", "ndcg@10", "hr@10", "div_ratio@10",
            "or_ratio@10", "mgu@10")
 
 
@@ -59,10 +68,13 @@ def item_config(args) -> AlignConfig:
 
 
 def lm_config(args) -> AlignConfig:
-    bs = 4
+    bs = args.lm_batch_size
+    protocols = ("sdpo-candidates",) if args.no_topk else ("sdpo-candidates", "sprec-topk")
     return AlignConfig(
         backbone="lm", dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, model=args.model, lora=args.lora,
-        max_train_users=args.max_train_users or 48, max_test_users=args.max_test_users or 48,
+        lora_r=args.lora_r, max_train_users=args.max_train_users or 48, max_test_users=args.max_test_users or 48,
+        device=args.device, score_batch_size=args.score_batch_size, gen_batch_size=args.gen_batch_size,
+        trie_eval=not args.no_trie, eval_protocols=protocols,
         sft=TrainConfig(epochs=args.lm_sft_epochs, batch_size=bs, lr=args.lm_lr, eval_batch_size=bs),
         pref=TrainConfig(epochs=1, batch_size=bs, lr=args.lm_lr, beta=args.lm_beta, eval_batch_size=bs),
         sprec_iterations=args.iterations, sprec_negatives=args.sprec_negatives,
@@ -71,9 +83,18 @@ def lm_config(args) -> AlignConfig:
         threads=args.threads)
 
 
+def item_reference_rows(args, max_test_users: int | None, log=None) -> dict:
+    """The item policy (GRU, SFT on every training user) on the LM run's test users and candidate lists
+    (same seed and ``max_test_users`` give the same rows and lists, :func:`fcpo.alignment.experiment.prepare`)."""
+    cfg = item_config(args)
+    cfg.max_train_users, cfg.max_test_users = None, max_test_users
+    res = run_benchmark(cfg, [], log=log)
+    return {"Item policy (GRU) SFT": res["rows"]["SFT"]}, res["test_user_rows"]
+
+
 def run_benchmark(config: AlignConfig, methods: list[str], log=None, vanilla: bool = False) -> dict:
     """SFT once, then each method from a copy of the SFT model; returns rows + SPRec iterations."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ctx = prepare(config)
     rows: dict[str, dict] = {}
     if vanilla:
@@ -119,7 +140,8 @@ def run_benchmark(config: AlignConfig, methods: list[str], log=None, vanilla: bo
             "test_user_rows": ctx.test.row.tolist() if config.max_test_users else "all",
             "train_user_rows": np.unique(ctx.train.row).tolist() if config.max_train_users else "all",
             "log_prob_kind": sft_policy.log_prob_kind, "rows": rows, "sprec_iterations": sprec_runs,
-            "seconds": time.perf_counter() - t0}
+            **({"lm": lm_description(sft_policy)} if config.backbone == "lm" else {}),
+            "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
 
 
 def table(result: dict) -> str:
@@ -130,14 +152,19 @@ def table(result: dict) -> str:
         vals = []
         for c in cols:
             v = r.get(c)
-            vals.append("-" if v is None else (f"{v:.1f}" if c == "train_seconds" else f"{v:.4f}"))
+            if v is None:
+                vals.append("-")
+            elif isinstance(v, (list, tuple)):
+                vals.append("[" + ", ".join(f"{x:.3f}" for x in v) + "]")
+            else:
+                vals.append(f"{v:.1f}" if c == "train_seconds" else f"{v:.4f}")
         lines.append(f"| {name} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
 
 
 def plot(result: dict, path: Path, k: int = 10) -> bool:
     runs = result["sprec_iterations"]
-    if not runs:
+    if not runs or any(f"ndcg@{k}" not in it["eval"] for its in runs.values() for it in its):
         return False
     import matplotlib
 
@@ -167,6 +194,49 @@ def plot(result: dict, path: Path, k: int = 10) -> bool:
     return True
 
 
+def plot_hr1(result: dict, path: Path) -> bool:
+    """HR@1 with its 95 % interval and ValidRatio per row: free answers, trie-constrained answers and the
+    scored argmax side by side; the title states the size (test users, training prompts, seeds)."""
+    rows = {n: r for n, r in result["rows"].items() if "hr1" in r}
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = [("hr1", "valid_ratio", "LM free generation / item-policy argmax"), ("hr1_trie", "valid_ratio_trie", "trie-constrained"),
+             ("hr1_scored", None, "scored argmax")]
+    kinds = [k for k in kinds if any(k[0] in r for r in rows.values())]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    x = np.arange(len(rows))
+    width = 0.8 / len(kinds)
+    for i, (hr, valid, label) in enumerate(kinds):
+        vals = np.array([r.get(hr, np.nan) for r in rows.values()], dtype=float)
+        ci = np.array([r.get(f"{hr}_ci95", [v, v]) for r, v in zip(rows.values(), vals)], dtype=float)
+        err = np.abs(np.stack([vals - ci[:, 0], ci[:, 1] - vals]))
+        axes[0].bar(x + (i - (len(kinds) - 1) / 2) * width, vals, width, yerr=err, capsize=3, label=label)
+        if valid is not None:
+            axes[1].bar(x + (i - (len(kinds) - 1) / 2) * width, [r.get(valid, np.nan) for r in rows.values()], width,
+                        label=label)
+    n_c = result["config"].get("n_candidates", 20)
+    axes[0].axhline(1 / n_c, color="k", ls=":", label=f"random (1/{n_c})")
+    axes[0].set(ylabel="HR@1 (95 % Wilson CI)", title="HR@1 over the candidate list")
+    axes[1].axhline(0.9, color="k", ls=":", label="0.9 (issue's bar)")
+    axes[1].set(ylabel="ValidRatio", ylim=(0, 1.05), title="ValidRatio (exactly one candidate title)")
+    for ax in axes:
+        ax.set_xticks(x)
+        ax.set_xticklabels(list(rows), rotation=20, ha="right", fontsize=8)
+        ax.legend(fontsize=7)
+    cfg = result["config"]
+    fig.suptitle(f"{cfg['dataset']}, {cfg['backbone']} backbone ({cfg.get('model')}): {result['test_users']} test "
+                 f"users, {result['train_samples']} training prompts, seed {cfg['seed']} (one seed)", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def write(result: dict, out: Path, stem: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     result["environment"] = {"python": platform.python_version(), "torch": torch.__version__,
@@ -177,6 +247,8 @@ def write(result: dict, out: Path, stem: str) -> dict:
     files = {"json": str(out / f"{stem}.json"), "table": str(out / f"{stem}.md")}
     if plot(result, out / f"{stem}_sprec.png"):
         files["plot"] = str(out / f"{stem}_sprec.png")
+    if result["config"]["backbone"] == "lm" and plot_hr1(result, out / f"{stem}.png"):
+        files["hr1_plot"] = str(out / f"{stem}.png")
     return files
 
 
@@ -185,7 +257,7 @@ def parse(argv=None):
     p.add_argument("--dataset", default="ml-100k", choices=("ml-100k", "ml-1m", "synthetic"))
     p.add_argument("--data-dir", default=default_data_dir(), help="default: $FCPO_DATA_DIR or ../shared/data")
     p.add_argument("--backbone", default="item", choices=("item", "lm"))
-    p.add_argument("--methods", nargs="+", default=["dpo", "dpo:lr=3e-5", "sdpo3", "sdpo8", "sprec-greedy",
+    p.add_argument("--methods", nargs="*", default=["dpo", "dpo:lr=3e-5", "sdpo3", "sdpo8", "sprec-greedy",
                                                     "sprec-sample"],
                    help="dpo | sdpoM | sprec | sprec-greedy | sprec-sample, optionally ':lr=X' for DPO/S-DPO")
     p.add_argument("--seed", type=int, default=0)
@@ -210,6 +282,16 @@ def parse(argv=None):
     p.add_argument("--lm-sft-epochs", type=float, default=1)
     p.add_argument("--lm-lr", type=float, default=1e-5)
     p.add_argument("--lm-beta", type=float, default=1.0)
+    p.add_argument("--lora-r", type=int, default=8, help="LoRA rank (with --lora)")
+    p.add_argument("--lm-batch-size", type=int, default=4, help="LM: prompts per training step")
+    p.add_argument("--score-batch-size", type=int, default=4, help="LM: prompts per packed candidate-scoring pass")
+    p.add_argument("--gen-batch-size", type=int, default=16, help="LM: prompts per generation / trie batch")
+    p.add_argument("--device", default="cpu", help="LM: cpu | cuda | cuda:N")
+    p.add_argument("--no-trie", action="store_true", help="LM: skip the trie-constrained evaluation")
+    p.add_argument("--no-topk", action="store_true",
+                   help="LM: evaluate the S-DPO candidate protocol only (skip SPRec's open-prompt top-K lists)")
+    p.add_argument("--with-item", action="store_true",
+                   help="LM: add the item policy (GRU SFT) evaluated on the same test users and candidates")
     p.add_argument("--vanilla", action="store_true", help="also evaluate the untrained model")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--log", default=None, help="also write every training step to this JSONL file")
@@ -242,11 +324,18 @@ def main(argv=None) -> int:
         for name, res in smoke(out).items():
             print(f"smoke ({name}):\n{table(res)}\n")
         return 0
+    if args.dataset == "synthetic":  # generated, never read from a folder
+        args.data_dir = None
     config = item_config(args) if args.backbone == "item" else lm_config(args)
     stem = f"alignment_{args.dataset}_{args.backbone}"
     log_path = Path(args.log) if args.log else None
     log = (lambda record: append_jsonl(log_path, record)) if log_path else None
     result = run_benchmark(config, args.methods, log=log, vanilla=args.vanilla)
+    if args.with_item and args.backbone == "lm":
+        rows, item_users = item_reference_rows(args, config.max_test_users, log)
+        if item_users != result["test_user_rows"]:
+            raise RuntimeError("the item reference did not evaluate the LM run's test users")
+        result["rows"].update(rows)
     result["command"] = "python benchmarks/alignment.py " + " ".join(sys.argv[1:] if argv is None else argv)
     files = write(result, out, stem)
     print(f"{args.dataset}, {args.backbone} backbone: {result['train_samples']} train samples, "

@@ -81,3 +81,7 @@ def test_alignment_benchmark_smollm2(tmp_path):
     assert bench.main(argv) == 0
     result = json.loads((out / "alignment_ml-100k_lm.json").read_text())
     assert result["test_users"] == 16 and "SPRec iter 1" in result["rows"]
+    assert result["lm"]["chat"] is True and result["lm"]["scoring"] == "packed"  # SmolLM2's own chat template
+    for row in result["rows"].values():  # free answers and trie-constrained answers, reported apart
+        assert row["valid_ratio_trie"] == 1.0 and 0.0 <= row["valid_ratio"] <= 1.0
+        assert row["hr1_ci95"][0] <= row["hr1"] <= row["hr1_ci95"][1]

@@ -5,10 +5,15 @@ first player.  The item backbone is a GRU item-softmax (:class:`fcpo.policies.se
 the LM backbone (:class:`fcpo.llm.TextPolicy`) learns one sample per user (the last train target
 of a random ``max_train_users`` subset); its SFT, DPO and S-DPO prompts list the sample's
 candidates (S-DPO), its SPRec iterations use the open prompt (SPRec), whose greedy or sampled
-answer, grounded to the catalogue, is the self-play negative.
+answer, grounded to the catalogue, is the self-play negative.  The LM sees every prompt through
+its own chat template when it has one (``chat=None``), its candidate titles are scored in packed
+batches of ``score_batch_size`` prompts, generation and trie decoding run ``gen_batch_size``
+prompts at a time, on ``device`` (cpu | cuda).
 
 Evaluation on the test split (history = ``split.test_initial``): the ``"sdpo-candidates"`` and
-``"sprec-topk"`` protocols of :mod:`fcpo.evaluate.candidates`.
+``"sprec-topk"`` protocols of :mod:`fcpo.evaluate.candidates`; for the LM, the free answers
+(``hr1``, ``valid_ratio``) and the trie-constrained ones (``hr1_trie``, ``valid_ratio_trie``) are
+reported apart, every proportion with a 95 % Wilson interval (:mod:`fcpo.alignment.evaluation`).
 
 The run folder (through :mod:`fcpo.runs`, never over an existing one) holds ``config.yaml``
 (the resolved config, with the absolute data path and the environment), ``log.jsonl`` (one
@@ -18,6 +23,7 @@ backbone, ``policy.pt``.
 """
 from __future__ import annotations
 
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -63,6 +69,12 @@ class AlignConfig:
     model: str = "tiny"  # "tiny" | "smollm2" | a local folder / .gguf / cached model name
     lora: bool = False
     lora_r: int = 8
+    chat: bool | None = None  # None: the model's chat template when its tokenizer has one (the tiny GPT-2 gets one)
+    device: str = "cpu"  # LM backbone: cpu | cuda | cuda:N
+    score_batch_size: int = 4  # LM: prompts per packed candidate-scoring pass
+    gen_batch_size: int = 16  # LM: prompts per generation / trie-decoding batch
+    trie_eval: bool = True  # LM: also evaluate trie-constrained answers (hr1_trie, valid_ratio_trie)
+    eval_protocols: tuple = ("sdpo-candidates", "sprec-topk")
     # training stages
     sft: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, batch_size=256, lr=3e-3))
     pref: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, batch_size=256, lr=1e-3, beta=1.0))
@@ -90,10 +102,23 @@ class AlignConfig:
         self.ks = tuple(int(k) for k in self.ks)
         if not self.ks or min(self.ks) < 1:
             raise ValueError(f"ks must be positive cut-offs, got {self.ks}")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", str(self.device)):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if self.backbone == "item" and self.device != "cpu":
+            raise ValueError(f"device {self.device!r}: only the lm backbone runs on a GPU (the item backbone is "
+                             f"evaluated on the CPU)")
+        if self.score_batch_size < 1 or self.gen_batch_size < 1:
+            raise ValueError(f"score_batch_size and gen_batch_size must be >= 1, got {self.score_batch_size}, "
+                             f"{self.gen_batch_size}")
+        self.eval_protocols = tuple(str(p) for p in self.eval_protocols)
+        known = ("sdpo-candidates", "sprec-topk")
+        if not self.eval_protocols or set(self.eval_protocols) - set(known):
+            raise ValueError(f"eval_protocols must be a non-empty subset of {known}, got {self.eval_protocols}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["ks"] = list(self.ks)
+        d["eval_protocols"] = list(self.eval_protocols)
         if d["environment"] is None:
             del d["environment"]
         return d
@@ -138,21 +163,48 @@ def _rows_subset(n: int, limit: int | None, seed: int) -> np.ndarray | None:
 
 
 def build_policy(config: AlignConfig, data) -> Policy:
+    """The untrained policy: the GRU item-softmax, or a :class:`fcpo.llm.TextPolicy` over the LM.
+
+    The LM is prompted through its own chat template when its tokenizer has one (``config.chat``
+    None; SmolLM2-Instruct's comes from the GGUF metadata) with the S-DPO question
+    (:data:`fcpo.llm.CHAT_TEMPLATE`); the tiny GPT-2 gets :data:`fcpo.llm.TINY_CHAT_TEMPLATE` so the
+    offline runs take the same path.  Candidate titles are scored by the packed (tree-attention) pass.
+    """
     if config.backbone == "item":
         from fcpo.policies.sequential import SequentialPolicy
 
         return SequentialPolicy(data.n_items, config.dim, seed=config.seed)
-    from fcpo.llm import PromptTemplate, TextPolicy, apply_lora, build_tiny_lm, load_causal_lm
+    import torch
 
-    template = PromptTemplate()
+    from fcpo.llm import (CHAT_TEMPLATE, TINY_CHAT_TEMPLATE, PromptTemplate, TextPolicy, apply_lora, build_tiny_lm,
+                          load_causal_lm)
+
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {config.device!r} requested but torch.cuda.is_available() is False "
+                           f"(torch {torch.__version__}); use --device cpu")
     if config.model == "tiny":
-        model, tok = build_tiny_lm(data.item_titles, [template.build(["x"], ["y"]), template.build(["x"])],
-                                   seed=config.seed)
+        plain = PromptTemplate()
+        words = [plain.build(["x"], ["y"]), plain.build(["x"]), CHAT_TEMPLATE.question_text(["x"], ["y"]),
+                 CHAT_TEMPLATE.question_text(["x"]), "user: assistant: system:"]
+        model, tok = build_tiny_lm(data.item_titles, words, seed=config.seed)
+        if config.chat is not False:
+            tok.chat_template = TINY_CHAT_TEMPLATE
     else:
         model, tok = load_causal_lm(config.model)
     if config.lora:
         model = apply_lora(model, r=config.lora_r, alpha=2 * config.lora_r)
-    return TextPolicy(model, tok, data.item_titles, template)
+    return TextPolicy(model, tok, data.item_titles, chat=config.chat, device=config.device,
+                      score_batch_size=config.score_batch_size, gen_batch_size=config.gen_batch_size)
+
+
+def lm_description(policy) -> dict:
+    """What the LM backbone ran with: chat template or not, scoring path, device, trainable share, one prompt."""
+    trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in policy.parameters())
+    return {"chat": policy.chat, "scoring": policy.scoring, "device": str(policy.device),
+            "score_batch_size": policy.score_batch_size, "gen_batch_size": policy.gen_batch_size,
+            "trainable_parameters": trainable, "parameters": total,
+            "prompt_example": policy.prompt([0, 1], [2, 3])}
 
 
 def prepare(config: AlignConfig) -> Context:
@@ -176,11 +228,14 @@ def prepare(config: AlignConfig) -> Context:
 
 
 def evaluate(ctx: Context, policy) -> dict:
-    """Both candidate protocols ("sdpo-candidates", "sprec-topk") on ``ctx.test``, as JSON values."""
-    from fcpo.evaluate.candidates import evaluate_candidates
+    """Both candidate protocols on ``ctx.test`` (and, for the LM, trie-constrained answers), with 95 %
+    intervals, as JSON values (:func:`fcpo.alignment.evaluation.evaluate_alignment`)."""
+    from fcpo.alignment.evaluation import evaluate_alignment
 
-    return runs.jsonable(evaluate_candidates(policy, ctx.test, ctx.split, ctx.data.item_titles, ctx.data.item_genres,
-                                             ks=ctx.config.ks))
+    cfg = ctx.config
+    return runs.jsonable(evaluate_alignment(policy, ctx.test, ctx.split, ctx.data.item_titles, ctx.data.item_genres,
+                                            ks=cfg.ks, protocols=cfg.eval_protocols,
+                                            trie=cfg.trie_eval and cfg.backbone == "lm"))
 
 
 def _stage_config(base: TrainConfig, seed: int) -> TrainConfig:
@@ -283,7 +338,8 @@ def plot_run(folder: Path, records: list[dict], k: int) -> Path | None:
     for r in records:
         if "loss" in r:
             losses.setdefault(str(r.get("stage")), []).append(r["loss"])
-    sprec = [r for r in records if r.get("stage") == "sprec" and isinstance(r.get("eval"), dict)]
+    sprec = [r for r in records if r.get("stage") == "sprec" and isinstance(r.get("eval"), dict)
+             and f"ndcg@{k}" in r["eval"]]
     if not losses:
         return None
     import matplotlib
@@ -364,6 +420,8 @@ def _execute(folder: Path, config: AlignConfig, progress: bool) -> dict:
             metrics = {"run": folder.name, "dataset": config.dataset, "data_dir": config.data_dir,
                        "backbone": config.backbone, "log_prob_kind": ctx.policy.log_prob_kind,
                        "train_samples": len(ctx.train), "test_users": len(ctx.test)}
+            if config.backbone == "lm":
+                metrics["lm"] = lm_description(ctx.policy)
             metrics.update(run_sft(ctx, log))
             metrics["after_sft"] = evaluate(ctx, ctx.policy)
             log({"stage": "eval", "after": "sft", **metrics["after_sft"]})

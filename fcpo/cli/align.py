@@ -3,7 +3,12 @@
     fcpo-align --method sdpo --negatives 3 --backbone item --dataset ml-100k --data-dir ../shared/data
     fcpo-align --method sprec --iterations 3 --sprec-negatives greedy --backbone lm --model smollm2 \\
                --max-train-users 64 --max-test-users 64
+    fcpo-align --method sft --backbone lm --model smollm2 --lora --device cuda --max-test-users 500
     fcpo-align --resume runs/align-sprec-item-ml-100k-...      # continue from the SFT checkpoint
+
+The LM backbone prompts through the model's own chat template (when it has one; --no-chat: plain
+text), scores candidate titles in packed batches, and reports free answers (HR@1, ValidRatio by
+S-DPO's rule) and trie-constrained answers (trie HR@1, ValidRatio 1 by construction) apart.
 
 The experiment and its run folder are described in fcpo.alignment.experiment; the evaluation
 protocols ("sdpo-candidates", "sprec-topk") in fcpo.evaluate.candidates.
@@ -45,6 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=d.model, help="LM backbone: 'tiny', 'smollm2', a local folder or .gguf file")
     p.add_argument("--lora", action="store_true", help="LM backbone: train LoRA adapters only (peft)")
     p.add_argument("--lora-r", type=int, default=d.lora_r, help="LoRA rank")
+    p.add_argument("--device", default=d.device, help="LM backbone: cpu | cuda | cuda:N")
+    p.add_argument("--chat", dest="chat", action="store_true", default=None,
+                   help="LM backbone: force the tokenizer's chat template (default: used when it has one)")
+    p.add_argument("--no-chat", dest="chat", action="store_false", help="LM backbone: plain-text prompts")
+    p.add_argument("--score-batch-size", type=int, default=d.score_batch_size,
+                   help="LM backbone: prompts per packed candidate-scoring pass")
+    p.add_argument("--gen-batch-size", type=int, default=d.gen_batch_size,
+                   help="LM backbone: prompts per generation / trie-decoding batch")
+    p.add_argument("--no-trie", action="store_true",
+                   help="LM backbone: skip the trie-constrained evaluation (hr1_trie, valid_ratio_trie)")
+    p.add_argument("--protocols", nargs="+", choices=("sdpo-candidates", "sprec-topk"), default=list(d.eval_protocols),
+                   help="evaluation protocols")
     p.add_argument("--iterations", type=int, default=d.sprec_iterations, help="SPRec iterations")
     p.add_argument("--sprec-negatives", choices=("greedy", "sample"), default=d.sprec_negatives,
                    help="SPRec self-play negative: greedy answer (authors' code) or a sampled one (paper)")
@@ -74,7 +91,9 @@ def check_flags(ns) -> None:
             raise CLIError(f"--{flag} must be {what}, got {value!r}")
 
     need(ns.seed >= 0, "seed", ns.seed, "an integer >= 0")
-    for flag in ("n_candidates", "negatives", "dim", "lora_r", "iterations"):
+    need(ns.device == "cpu" or ns.device.startswith("cuda"), "device", ns.device, "cpu, cuda or cuda:N")
+    need(ns.backbone == "lm" or ns.device == "cpu", "device", ns.device, "cpu for the item backbone")
+    for flag in ("n_candidates", "negatives", "dim", "lora_r", "iterations", "score_batch_size", "gen_batch_size"):
         need(getattr(ns, flag) >= 1, flag.replace("_", "-"), getattr(ns, flag), "an integer >= 1")
     for flag in ("max_train_users", "max_test_users", "sprec_samples"):
         value = getattr(ns, flag)
@@ -110,9 +129,26 @@ def config_from_args(ns):
         method=ns.method, backbone=ns.backbone, dataset=ns.dataset, data_dir=ns.data_dir, seed=ns.seed,
         n_candidates=ns.n_candidates, negatives=ns.negatives, ks=tuple(ns.ks), max_train_users=ns.max_train_users,
         max_test_users=ns.max_test_users, dim=ns.dim, model=ns.model, lora=ns.lora, lora_r=ns.lora_r,
+        chat=ns.chat, device=ns.device, score_batch_size=ns.score_batch_size, gen_batch_size=ns.gen_batch_size,
+        trie_eval=not ns.no_trie, eval_protocols=tuple(ns.protocols),
         sft=stage("sft"), pref=stage("pref", ns.beta), sprec_iterations=ns.iterations,
         sprec_negatives=ns.sprec_negatives, sprec_samples=ns.sprec_samples, sprec_sft=stage("sprec-sft"),
         sprec_dpo=stage("sprec-dpo", ns.beta), threads=ns.threads, name=ns.name, runs_dir=ns.runs_dir)
+
+
+def summary_line(metrics: dict) -> str:
+    """One line of the final metrics that exist (the LM adds the trie-constrained answers, the top-K
+    protocol may be off)."""
+    final = metrics["final"]
+    parts = [f"HR@1 {final['hr1']:.4f}", f"ValidRatio {final['valid_ratio']:.4f}"] if "hr1" in final else []
+    if "hr1_trie" in final:
+        parts += [f"trie HR@1 {final['hr1_trie']:.4f}", f"trie ValidRatio {final['valid_ratio_trie']:.4f}"]
+    ks = [int(key.split("@")[1]) for key in final if key.startswith("ndcg@")]
+    if ks:
+        k = max(ks)
+        parts += [f"{name}@{k} {final[f'{key}@{k}']:.4f}" for name, key in
+                  (("NDCG", "ndcg"), ("HR", "hr"), ("DivRatio", "div_ratio"), ("ORRatio", "or_ratio"), ("MGU", "mgu"))]
+    return f"{metrics['method']['method']} ({metrics['backbone']}, {metrics['dataset']}): " + "  ".join(parts)
 
 
 def _main(ns) -> int:
@@ -134,11 +170,7 @@ def _main(ns) -> int:
             raise CLIError(f"run folder {Path(config.runs_dir) / config.name} exists; choose another --name, "
                            f"or continue it with --resume")
         metrics = experiment.run(config, progress=not ns.no_progress)
-    final, k = metrics["final"], max(int(key.split("@")[1]) for key in metrics["final"] if key.startswith("ndcg@"))
-    print(f"{metrics['method']['method']} ({metrics['backbone']}, {metrics['dataset']}): HR@1 {final['hr1']:.4f}  "
-          f"ValidRatio {final['valid_ratio']:.4f}  NDCG@{k} {final[f'ndcg@{k}']:.4f}  HR@{k} {final[f'hr@{k}']:.4f}  "
-          f"DivRatio@{k} {final[f'div_ratio@{k}']:.4f}  ORRatio@{k} {final[f'or_ratio@{k}']:.4f}  "
-          f"MGU@{k} {final[f'mgu@{k}']:.4f}")
+    print(summary_line(metrics))
     print(f"run folder: {metrics['folder']}")
     return 0
 

@@ -256,8 +256,13 @@ class TextPolicy(Policy):
 
     def item_log_probs(self, state: SlateState, items: torch.Tensor, candidates: torch.Tensor | None = None,
                        normalize: bool = False) -> torch.Tensor:
-        """log pi(title of items[b, j] | prompt_b) [B, J]; with ``candidates`` and ``normalize`` the
+        """log pi(title of items[b, j] | prompt_b) [B, J], on the state's device (the model may sit on a GPU
+        while an evaluation keeps its tensors on the CPU); with ``candidates`` and ``normalize`` the
         log-softmax over the row's candidate titles."""
+        return self._item_log_probs(state, items, candidates, normalize).to(state.history.device)
+
+    def _item_log_probs(self, state: SlateState, items: torch.Tensor, candidates: torch.Tensor | None,
+                        normalize: bool) -> torch.Tensor:
         prompt_ids = [self._prompt_ids(text) for text in self.prompts(state, candidates)]
         items_np = items.cpu().numpy()
         if candidates is None or not normalize:
