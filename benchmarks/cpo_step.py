@@ -1,4 +1,5 @@
-"""Benchmark: one CPO policy update vs one TRPO update, and CG iterations vs parameter count.
+"""Benchmark: one CPO policy update vs one TRPO update, the accuracy of each way of solving for
+H^-1 b, and CG iterations vs parameter count.
 
 Self-contained (only ``fcpo.solvers`` from the package).  A Gaussian MLP policy
 (default 107 -> 128 -> 128 -> 64 with a state-independent log-std: 38,656
@@ -7,6 +8,11 @@ random samples.  One update is everything after the rollout: surrogate
 forward pass, gradient(s), KL graph, CG solve(s), the dual (CPO), line search.
 
     OMP_NUM_THREADS=1 python benchmarks/cpo_step.py --threads 1 --out results/benchmarks/cpo_step.json
+
+The timed CPO update has its constraint active (c = -0.3 sqrt(2 delta s): the dual solution, both
+systems); the inactive case (c = -2 sqrt(2 delta s)) and the recovery case are timed alongside.
+``cost_solve_accuracy`` compares the cold CG solve of H x = b with the recycled-subspace solve and a
+Galerkin warm start plus k CG iterations against a converged float64 solve.
 
 The JSON records the thread count and ``os.getloadavg()`` at start and end;
 wall times on a shared machine drift with the load, process CPU times less.
@@ -443,8 +449,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    ap.add_argument("--variants", default="autograd,autograd:1:b,autograd:1:s:q,func,gauss_newton,autograd:5",
-                    help="comma list of method[:fisher_subsample[:b|s]] (b: vmapped batch of RHS, s: row loop)")
+    ap.add_argument("--variants", default="autograd,autograd+full,autograd+sub3,autograd:1:b,gauss_newton,autograd:5",
+                    help="comma list of method[:fisher_subsample[:b|s[:j|q]]][+subN|+cg|+full] (b: vmapped batch "
+                         "of RHS, s: row loop; +subN: cost_solve='subspace' with N extra products, +full: the "
+                         "solver before issue 17, no inactive-constraint shortcut)")
     ap.add_argument("--accuracy", type=int, default=1, help="1: compare the cost solves with a converged one")
     ap.add_argument("--ref-cg-iters", type=int, default=150, help="CG iterations of the float64 reference")
     ap.add_argument("--sweep-hidden", default="8,16,32,64,128")
@@ -477,10 +485,13 @@ def main(argv=None) -> dict:
               f"{cp['cg_2_rhs_two_loops']:7.3f}  {r['cpo_case']} (nu={r['cpo_nu']:.3g}, "
               f"ls frac {r['cpo_line_search']['fraction']:.3g})", flush=True)
         ev = r["line_search_evaluations"]
+        print(f"{'':12s} inactive constraint: ratio {r['ratio_inactive_over_trpo']:.2f} ({r['cpo_inactive_case']})",
+              flush=True)
         print(f"{'':12s} recovery step {r['cpo_recovery_median_s']:.3f} s (ratio {r['ratio_recovery_over_trpo']:.2f},"
               f" {r['cpo_recovery_case']}); line-search evaluations CPO {ev['cpo_with_baseline']} with baseline,"
               f" {ev['cpo_without_baseline']} without; TRPO {ev['trpo_with_baseline']}", flush=True)
-    print("variant = fvp method[:Fisher on every k-th sample[:b batched RHS | s row loop[:j joint | q sequential CG]]]\n"
+    print("variant = fvp method[:Fisher on every k-th sample[:b batched RHS | s row loop[:j joint | q sequential CG]]]"
+          "[+subN recycled subspace | +full no inactive shortcut]\n"
           "ratio = median wall time CPO / TRPO (target <= 1.3); cpu r = same with process CPU time.\n"
           "components, median CPU s: fvp1 one product, fvp2 a (2, n) stack in one call, fvp1x2 two calls;\n"
           "cg1 one RHS, cg2 two RHS in one loop, cg2x1 two RHS in two loops (cg_iters each)")
