@@ -204,3 +204,17 @@ def test_subspace_with_b_inside_the_krylov_space():
     ref = cpo_step(g, b, c, delta, lambda v: v @ H, config=FULL, cg_iters=n, cg_residual_tol=0.0)
     assert bool(torch.isfinite(step.direction).all())
     torch.testing.assert_close(step.direction, ref.direction, rtol=1e-6, atol=1e-9)
+
+
+def test_subspace_with_zero_reward_gradient_infeasible():
+    """c > 0 and g = 0: the subspace holds only the cost solve's directions; the step is the
+    least-KL point on the linearised constraint, as the full solve gives."""
+    n, delta = 6, 0.05
+    H, _, b = _problem(n, 5, spread=2.0)
+    g = torch.zeros(n, dtype=torch.float64)
+    c = 0.5 * math.sqrt(2 * delta * float(b @ torch.linalg.solve(H, b)))
+    cfg = CPOConfig(cost_solve="subspace")
+    step = cpo_step(g, b, c, delta, lambda v: v @ H, config=cfg, cg_iters=n, cg_residual_tol=0.0)
+    ref = cpo_step(g, b, c, delta, lambda v: v @ H, config=FULL, cg_iters=n, cg_residual_tol=0.0)
+    assert step.case == ref.case == CASE_INFEASIBLE_RECOVERABLE
+    torch.testing.assert_close(step.direction, ref.direction, rtol=1e-7, atol=1e-10)

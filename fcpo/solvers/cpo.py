@@ -589,8 +589,9 @@ def _subspace_step(g: Tensor, b: Tensor, c: float, delta: float, hvp, first: CGR
     u = b if first_is_g else g
     rows, prods = [P], [HP]
     lanczos: list[Tensor] = []
-    v = u / u.norm()
-    for j in range(extra):
+    nu_ = float(u.norm())
+    v = u / nu_ if nu_ > 0 else u
+    for j in range(extra if nu_ > 0 else 0):  # a zero vector adds nothing to the span
         Hv = hvp(v)
         if not isinstance(Hv, Tensor) or Hv.shape != v.shape:
             raise ValueError(f"hvp returned shape {tuple(getattr(Hv, 'shape', ()))}, expected {tuple(v.shape)}")
