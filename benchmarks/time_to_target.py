@@ -66,6 +66,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: fcpo-train's)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="agent hyper-parameter, as fcpo-train --set")
+    ap.add_argument("--solver", action="append", default=[], metavar="KEY=VALUE",
+                    help="CPOConfig field not exposed by the agent (e.g. cost_solve=subspace), set on agent.solver")
     ap.add_argument("--out", default=str(RESULTS / "time_to_target.json"))
     args = ap.parse_args(argv)
 
@@ -87,6 +89,16 @@ def main(argv=None):
     import torch
 
     agent = runs.build_agent(config, "cpu")
+    if args.solver:
+        import yaml
+
+        overrides = {}
+        for kv in args.solver:
+            key, sep, value = kv.partition("=")
+            if not sep:
+                raise SystemExit(f"--solver expects KEY=VALUE, got {kv!r}")
+            overrides[key] = yaml.safe_load(value)
+        agent.solver = agent.solver.replace(**overrides)
     setup_wall, setup_cpu = time.perf_counter() - w0, time.process_time() - c0
     print(f"{args.dataset} alpha'={args.alpha} constraint={config.agent_config.get('constraint')} "
           f"threads={torch.get_num_threads()} setup {setup_wall:.1f} s; load avg {load_start}", flush=True)
@@ -123,7 +135,8 @@ def main(argv=None):
         "criteria": {"window": args.window, "reward_tol": args.reward_tol, "cost_tol": args.cost_tol,
                      "cost": "trailing-mean training cost <= (1 + cost_tol) x limit",
                      "reward": "trailing-mean reward within reward_tol of the mean of the last window iterations"},
-        "agent_config_overrides": args.set,
+        "agent_config_overrides": args.set, "solver_overrides": args.solver,
+        "solver": agent.solver.to_dict(),
     }
     for k, v in row.items():
         print(f"  {k}: {v}")
