@@ -51,6 +51,8 @@ def test_case_constants():
         CPOConfig(cost_solve="gmres")
     with pytest.raises(ValueError, match="cost_subspace_dim"):
         CPOConfig(cost_subspace_dim=0)
+    with pytest.raises(ValueError, match="kl_rescale_backtracking"):
+        CPOConfig(kl_rescale_backtracking="yes")
 
 
 @pytest.mark.parametrize("seed", range(40))

@@ -85,6 +85,10 @@ class CPOConfig:
         ``benchmarks/cpo_step.py``.
     cost_subspace_dim:
         ``cost_solve="subspace"`` only: products spent on the cost direction.
+    kl_rescale_backtracking:
+        Line search: after a trial rejected only for its KL, shrink the step by
+        ``max(backtrack_ratio, 0.99 sqrt(max_kl / kl))`` rather than
+        ``backtrack_ratio`` (see :func:`~fcpo.solvers.backtracking_line_search`).
     """
 
     max_kl: float = 0.01
@@ -103,6 +107,7 @@ class CPOConfig:
     skip_inactive_cost_solve: bool = True
     cost_solve: str = "cg"
     cost_subspace_dim: int = 2
+    kl_rescale_backtracking: bool = False
 
     def __post_init__(self) -> None:
         def _pos(name: str, allow_zero: bool = False) -> None:
@@ -123,7 +128,7 @@ class CPOConfig:
         r = self.backtrack_ratio
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not (0.0 < r < 1.0):
             raise ValueError(f"backtrack_ratio must lie in (0, 1), got {r!r}")
-        for name in ("joint_cg", "skip_inactive_cost_solve"):
+        for name in ("joint_cg", "skip_inactive_cost_solve", "kl_rescale_backtracking"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.cost_solve not in ("cg", "subspace"):

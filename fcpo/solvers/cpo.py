@@ -655,7 +655,7 @@ def cpo_update(
     ls = backtracking_line_search(
         evaluate, theta.detach(), step.direction, c=step.c, delta=cfg.max_kl,
         require_improvement=step.feasible, backtrack_ratio=cfg.backtrack_ratio,
-        max_backtracks=cfg.max_backtracks, baseline=baseline,
+        max_backtracks=cfg.max_backtracks, baseline=baseline, kl_rescale=cfg.kl_rescale_backtracking,
     )
     return UpdateResult(step, ls)
 
@@ -678,6 +678,6 @@ def trpo_update(
     ls = backtracking_line_search(
         evaluate, theta.detach(), step.direction, c=None, delta=cfg.max_kl,
         require_improvement=True, backtrack_ratio=cfg.backtrack_ratio,
-        max_backtracks=cfg.max_backtracks, baseline=baseline,
+        max_backtracks=cfg.max_backtracks, baseline=baseline, kl_rescale=cfg.kl_rescale_backtracking,
     )
     return UpdateResult(step, ls)
