@@ -577,11 +577,11 @@ def _subspace_step(g: Tensor, b: Tensor, c: float, delta: float, hvp, first: CGR
     ``K(H, g)``, or of ``K(H, b)`` after an infeasible start) with their
     products ``H P`` already known; ``u`` is the other right-hand side, extended
     by Lanczos vectors to ``extra`` new basis vectors at one product each.  With
-    ``W`` the basis (rows) and ``G = W H W^T``, coordinates ``z`` in which the
-    restricted KL Hessian is the identity (``W^T = W^T D U L^-1/2``, from the
-    eigen-decomposition of the unit-diagonal ``D G D``; directions with
-    eigenvalues at rounding level are dropped) turn eq. (10) into the same
-    problem with ``H = I``: ``H^-1 g -> g_z``, ``H^-1 b -> b_z``.  The result is
+    ``W`` the basis (rows) and ``G = W H W^T``, the coordinates ``z`` of
+    ``x = W^T M z``, ``M = D U L^-1/2`` (``D G D = U L U^T`` with ``D`` making
+    the diagonal 1; eigen-directions at rounding level are dropped), make the
+    restricted KL Hessian the identity and turn eq. (10) into the same problem
+    with ``H = I``: ``H^-1 g -> g_z``, ``H^-1 b -> b_z``.  The result is
     the exact optimum of (10) over the subspace with the true ``H``; its
     ``q, r, s`` are those of the projected problem (``q <= g^T H^-1 g``).
     """
@@ -589,9 +589,9 @@ def _subspace_step(g: Tensor, b: Tensor, c: float, delta: float, hvp, first: CGR
     u = b if first_is_g else g
     rows, prods = [P], [HP]
     lanczos: list[Tensor] = []
-    nu_ = float(u.norm())
-    v = u / nu_ if nu_ > 0 else u
-    for j in range(extra if nu_ > 0 else 0):  # a zero vector adds nothing to the span
+    u_norm = float(u.norm())
+    v = u / u_norm if u_norm > 0 else u
+    for j in range(extra if u_norm > 0 else 0):  # a zero vector adds nothing to the span
         Hv = hvp(v)
         if not isinstance(Hv, Tensor) or Hv.shape != v.shape:
             raise ValueError(f"hvp returned shape {tuple(getattr(Hv, 'shape', ()))}, expected {tuple(v.shape)}")
