@@ -1,4 +1,5 @@
-"""Benchmark: one CPO policy update vs one TRPO update, and CG iterations vs parameter count.
+"""Benchmark: one CPO policy update vs one TRPO update, the accuracy of each way of solving for
+H^-1 b, and CG iterations vs parameter count.
 
 Self-contained (only ``fcpo.solvers`` from the package).  A Gaussian MLP policy
 (default 107 -> 128 -> 128 -> 64 with a state-independent log-std: 38,656
@@ -7,6 +8,11 @@ random samples.  One update is everything after the rollout: surrogate
 forward pass, gradient(s), KL graph, CG solve(s), the dual (CPO), line search.
 
     OMP_NUM_THREADS=1 python benchmarks/cpo_step.py --threads 1 --out results/benchmarks/cpo_step.json
+
+The timed CPO update has its constraint active (c = -0.3 sqrt(2 delta s): the dual solution, both
+systems); the inactive case (c = -2 sqrt(2 delta s)) and the recovery case are timed alongside.
+``cost_solve_accuracy`` compares the cold CG solve of H x = b with the recycled-subspace solve and a
+Galerkin warm start plus k CG iterations against a converged float64 solve.
 
 The JSON records the thread count and ``os.getloadavg()`` at start and end;
 wall times on a shared machine drift with the load, process CPU times less.
@@ -29,6 +35,7 @@ from torch import nn
 
 from fcpo.solvers import (
     CPOConfig,
+    backtracking_line_search,
     conjugate_gradient,
     cpo_step,
     cpo_update,
@@ -87,6 +94,19 @@ class Problem:
         self.theta0 = flat_params(self.params)
         self.sub = slice(None, None, fvp_subsample)  # Fisher on every k-th sample (baselines' TRPO uses 5)
         self.fvp_batched = fvp_batched
+
+    def as_float64(self) -> "Problem":
+        """The same problem (same draws) in float64, for converged reference solves."""
+        pb = Problem.__new__(Problem)
+        pb.__dict__.update(self.__dict__)
+        pb.policy = GaussianMLP(self.states.shape[1], self.policy.net[0].out_features, self.mu0.shape[1])
+        pb.policy.load_state_dict(self.policy.state_dict())
+        pb.policy = pb.policy.double()
+        pb.params = list(pb.policy.parameters())
+        for name in ("states", "mu0", "ls0", "actions", "logp0", "adv_r", "adv_c"):
+            setattr(pb, name, getattr(self, name).double())
+        pb.theta0 = flat_params(pb.params)
+        return pb
 
     def reset(self) -> None:
         set_flat_params(self.params, self.theta0)
@@ -159,15 +179,27 @@ def timeit(fn: Callable[[], object], reset: Callable[[], None]) -> tuple[float, 
     return w, c, out
 
 
-def parse_variant(spec: str) -> tuple[str, int, bool | None, bool]:
-    """``method[:subsample[:b|s[:j|q]]]``: FVP method, Fisher subsample step, batched (b) or row loop (s)
-    products of a stack, joint lock-step CG (j, default) or sequential CG solves (q) for g and b."""
+def parse_variant(spec: str) -> tuple[str, int, bool | None, bool, dict]:
+    """``method[:subsample[:b|s[:j|q]]][+subN|+cg|+full]``: FVP method, Fisher subsample step, batched (b)
+    or row loop (s) products of a stack, joint lock-step CG (j, default) or sequential CG solves (q) for g
+    and b; ``+subN``: ``cost_solve="subspace"`` with ``cost_subspace_dim=N``, ``+cg``: ``cost_solve="cg"``,
+    ``+full``: also no inactive-constraint shortcut (the solver before issue 17)."""
+    spec, _, solve = spec.partition("+")
+    extra: dict = {}
+    if solve.startswith("sub"):
+        extra = {"cost_solve": "subspace", "cost_subspace_dim": int(solve[3:] or 2)}
+    elif solve == "cg":
+        extra = {"cost_solve": "cg"}
+    elif solve == "full":
+        extra = {"cost_solve": "cg", "skip_inactive_cost_solve": False}
+    elif solve:
+        raise ValueError(f"unknown cost solve {solve!r} in variant {spec}+{solve}")
     parts = spec.split(":")
     method = parts[0]
     sub = int(parts[1]) if len(parts) > 1 and parts[1] else 1
     batched = {"b": True, "s": False}.get(parts[2]) if len(parts) > 2 else None
     joint = {"j": True, "q": False}.get(parts[3], CPOConfig.joint_cg) if len(parts) > 3 else CPOConfig.joint_cg
-    return method, sub, batched, joint
+    return method, sub, batched, joint, extra
 
 
 def count_evaluations(pb: Problem, fn: Callable[[], object]) -> int:
@@ -189,8 +221,8 @@ def count_evaluations(pb: Problem, fn: Callable[[], object]) -> int:
 
 
 def bench_updates(args, spec: str) -> dict:
-    method, sub, batched, joint = parse_variant(spec)
-    cfg = CPOConfig(max_kl=args.max_kl, cg_iters=args.cg_iters, damping=args.damping, joint_cg=joint)
+    method, sub, batched, joint, extra = parse_variant(spec)
+    cfg = CPOConfig(max_kl=args.max_kl, cg_iters=args.cg_iters, damping=args.damping, joint_cg=joint, **extra)
     pb = Problem(args.samples, args.obs_dim, args.hidden, args.act_dim, args.seed,
                  fvp_subsample=sub, fvp_batched=batched)
     # choose c so that the constraint cuts the trust region (dual solution, the
@@ -198,8 +230,10 @@ def bench_updates(args, spec: str) -> dict:
     lr, lc, _, _ = pb.surrogates()
     g = flat_grad(lr, pb.params, retain_graph=True)
     b = flat_grad(lc, pb.params)
-    probe = cpo_step(g, b, 0.0, cfg.max_kl, pb.hvp(cfg, method), config=cfg)
+    probe = cpo_step(g, b, 0.0, cfg.max_kl, pb.hvp(cfg, method), config=CPOConfig(
+        max_kl=args.max_kl, cg_iters=args.cg_iters, damping=args.damping, skip_inactive_cost_solve=False))
     c = -0.3 * math.sqrt(2 * cfg.max_kl * probe.s)
+    c_inactive = -2.0 * math.sqrt(2 * cfg.max_kl * probe.s)  # never reached inside the region: TRPO step
     c_recovery = 2.0 * math.sqrt(2 * cfg.max_kl * probe.s)  # infeasible, out of reach: eq. (14)
     pb.reset()
 
@@ -207,7 +241,7 @@ def bench_updates(args, spec: str) -> dict:
     trpo_once(pb, cfg, method); pb.reset()
     cpo_once(pb, cfg, method, c); pb.reset()
 
-    t_trpo, t_cpo, cpu_trpo, cpu_cpo, t_rec = [], [], [], [], []
+    t_trpo, t_cpo, cpu_trpo, cpu_cpo, t_rec, t_inact = [], [], [], [], [], []
     last = {}
     for _ in range(args.repeats):  # interleaved so that load changes hit both alike
         w, cp, r = timeit(lambda: trpo_once(pb, cfg, method), pb.reset)
@@ -216,6 +250,8 @@ def bench_updates(args, spec: str) -> dict:
         t_cpo.append(w); cpu_cpo.append(cp); last["cpo"] = r
         w, _, r = timeit(lambda: cpo_once(pb, cfg, method, c_recovery), pb.reset)
         t_rec.append(w); last["recovery"] = r
+        w, _, r = timeit(lambda: cpo_once(pb, cfg, method, c_inactive), pb.reset)
+        t_inact.append(w); last["inactive"] = r
     evals = {"cpo_with_baseline": count_evaluations(pb, lambda: cpo_once(pb, cfg, method, c)),
              "cpo_without_baseline": count_evaluations(pb, lambda: cpo_once(pb, cfg, method, c, baseline=False)),
              "trpo_with_baseline": count_evaluations(pb, lambda: trpo_once(pb, cfg, method))}
@@ -250,6 +286,9 @@ def bench_updates(args, spec: str) -> dict:
     cs, ts_ = last["cpo"].step, last["trpo"].step
     return {
         "variant": spec,
+        "cost_solve": cfg.cost_solve,
+        "cost_subspace_dim": cfg.cost_subspace_dim if cfg.cost_solve == "subspace" else None,
+        "skip_inactive_cost_solve": cfg.skip_inactive_cost_solve,
         "fvp_method": method,
         "fvp_subsample": sub,
         "fvp_batched": batched if batched is not None else (method == "func"),
@@ -259,6 +298,9 @@ def bench_updates(args, spec: str) -> dict:
         "cpo_recovery_median_s": statistics.median(t_rec),
         "ratio_recovery_over_trpo": statistics.median(t_rec) / mt,
         "cpo_recovery_case": last["recovery"].step.case,
+        "cpo_inactive_s": t_inact,
+        "ratio_inactive_over_trpo": statistics.median(t_inact) / mt,
+        "cpo_inactive_case": last["inactive"].step.case,
         "line_search_evaluations": evals,
         "n_params": pb.n_params,
         "n_samples": args.samples,
@@ -285,6 +327,89 @@ def bench_updates(args, spec: str) -> dict:
                              "kl": last["trpo"].line_search.kl},
         "trpo_cg_iterations": ts_.cg.iterations,
     }
+
+
+def _warm_start_step(g, b, c, hvp, cfg: CPOConfig, k: int):
+    """Issue 17's first recycling idea: Galerkin warm start x0 = P (P^T H P)^-1 P^T b for H^-1 b from the
+    g-solve's CG directions P (zero products: H P is kept), then k CG iterations on the residual."""
+    from fcpo.solvers.cpo import _dual_step
+
+    res_g = conjugate_gradient(hvp, g, cfg.cg_iters, cfg.cg_residual_tol, keep_directions=True)
+    P, HP = res_g.directions, res_g.direction_products
+    coef = (P @ b) / (P * HP).sum(dim=1)
+    x0, r0 = coef @ P, b - coef @ HP
+    corr = conjugate_gradient(hvp, r0, k, cfg.cg_residual_tol) if k > 0 else None
+    vb = x0 + corr.x if corr is not None else x0
+    residual0 = float(r0.norm())
+    return _dual_step(g, b, res_g.x, vb, c, cfg.max_kl, res_g), residual0
+
+
+class CountingHvp:
+    def __init__(self, hvp):
+        self.hvp, self.rows = hvp, 0
+
+    def __call__(self, v):
+        self.rows += 1 if v.dim() == 1 else v.shape[0]
+        return self.hvp(v)
+
+
+def cost_solve_accuracy(args) -> dict:
+    """Each way of bringing H^-1 b into the step against a converged float64 solve of the same problem:
+    reward gain g^T x, model KL 0.5 x^T H x and b^T x + c with the float64 H, distance to the converged
+    step, and the line search's outcome on the float32 problem.  Same c as the timed CPO update."""
+    base = CPOConfig(max_kl=args.max_kl, cg_iters=args.cg_iters, damping=args.damping)
+    pb = Problem(args.samples, args.obs_dim, args.hidden, args.act_dim, args.seed)
+    lr, lc, _, _ = pb.surrogates()
+    g = flat_grad(lr, pb.params, retain_graph=True).detach()
+    b = flat_grad(lc, pb.params).detach()
+    full = base.replace(skip_inactive_cost_solve=False, cost_solve="cg")
+    probe = cpo_step(g, b, 0.0, base.max_kl, pb.hvp(base, "autograd"), config=full)
+    c = -0.3 * math.sqrt(2 * base.max_kl * probe.s)
+    pb64 = pb.as_float64()
+    lr64, lc64, _, _ = pb64.surrogates()
+    g64 = flat_grad(lr64, pb64.params, retain_graph=True).detach()
+    b64 = flat_grad(lc64, pb64.params).detach()
+    hvp64 = pb64.hvp(base, "autograd")
+    t0 = time.perf_counter()
+    ref = cpo_step(g64, b64, c, base.max_kl, hvp64,
+                   config=full.replace(cg_iters=args.ref_cg_iters, cg_residual_tol=1e-9))
+    ref_s = time.perf_counter() - t0
+    xr = ref.direction
+    out = {"c": c, "reference": {"cg_iters": args.ref_cg_iters, "residual_norms": list(ref.cg.residual_norms),
+                                 "rhs_norms": list(ref.cg.rhs_norms), "case": ref.case, "nu": ref.nu,
+                                 "reward_gain": float(g64 @ xr), "seconds": ref_s}, "variants": []}
+    print(f"\nH^-1 b in the step, against a float64 CG solve of {args.ref_cg_iters} iterations "
+          f"(residuals {', '.join(f'{r:.1e}' for r in ref.cg.residual_norms)}; g^T x* = {float(g64 @ xr):.5f})")
+    print(f"{'cost solve':22s} {'products':>8s} {'g^T x/g^T x*':>12s} {'|x-x*|/|x*|':>11s} {'0.5xHx/delta':>12s} "
+          f"{'b^T x+c':>9s} {'LS frac':>7s} {'LS kl':>7s} {'LS dreward':>10s}")
+    rows = [("cg (cold, 2 x cg_iters)", full, None)] + \
+           [(f"subspace {m}", base.replace(cost_solve="subspace", cost_subspace_dim=m, skip_inactive_cost_solve=False),
+             None) for m in (1, 2, 3, 4)] + [(f"warm start + {k} CG", full, k) for k in (0, 2, 3, 5)]
+    for name, cfg, k in rows:
+        hvp = CountingHvp(pb.hvp(cfg, "autograd"))
+        extra = {}
+        if k is None:
+            step = cpo_step(g, b, c, cfg.max_kl, hvp, config=cfg)
+        else:
+            step, extra["warm_start_residual"] = _warm_start_step(g, b, c, hvp, cfg, k)
+        x = step.direction.double()
+        pb.reset()
+        ls = backtracking_line_search(pb.evaluate, pb.theta0, step.direction, c=c, delta=cfg.max_kl,
+                                      require_improvement=True, backtrack_ratio=cfg.backtrack_ratio,
+                                      max_backtracks=cfg.max_backtracks, baseline=(lr.item(), lc.item()))
+        pb.reset()
+        row = {"cost_solve": name, "products": hvp.rows, "case": step.case, "nu": step.nu,
+               "reward_gain": float(g64 @ x), "reward_gain_over_reference": float(g64 @ x) / float(g64 @ xr),
+               "rel_distance_to_reference": float((x - xr).norm() / xr.norm()),
+               "model_kl_over_delta": 0.5 * float(x @ hvp64(x)) / cfg.max_kl,
+               "linearised_cost": float(b64 @ x) + c,
+               "line_search": {"fraction": ls.fraction, "kl": ls.kl, "reward_change": ls.reward_change,
+                               "cost_change": ls.cost_change, "accepted": ls.accepted}, **extra}
+        out["variants"].append(row)
+        print(f"{name:22s} {row['products']:8d} {row['reward_gain_over_reference']:12.4f} "
+              f"{row['rel_distance_to_reference']:11.4f} {row['model_kl_over_delta']:12.4f} "
+              f"{row['linearised_cost']:9.2e} {ls.fraction:7.3f} {ls.kl:7.4f} {ls.reward_change:10.3e}", flush=True)
+    return out
 
 
 def cg_sweep(args) -> list[dict]:
@@ -324,8 +449,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    ap.add_argument("--variants", default="autograd,autograd:1:b,autograd:1:s:q,func,gauss_newton,autograd:5",
-                    help="comma list of method[:fisher_subsample[:b|s]] (b: vmapped batch of RHS, s: row loop)")
+    ap.add_argument("--variants", default="autograd,autograd+full,autograd+sub3,autograd:1:b,gauss_newton,autograd:5",
+                    help="comma list of method[:fisher_subsample[:b|s[:j|q]]][+subN|+cg|+full] (b: vmapped batch "
+                         "of RHS, s: row loop; +subN: cost_solve='subspace' with N extra products, +full: the "
+                         "solver before issue 17, no inactive-constraint shortcut)")
+    ap.add_argument("--accuracy", type=int, default=1, help="1: compare the cost solves with a converged one")
+    ap.add_argument("--ref-cg-iters", type=int, default=150, help="CG iterations of the float64 reference")
     ap.add_argument("--sweep-hidden", default="8,16,32,64,128")
     ap.add_argument("--sweep-samples", type=int, default=2000)
     ap.add_argument("--sweep-max-iters", type=int, default=600)
@@ -356,14 +485,19 @@ def main(argv=None) -> dict:
               f"{cp['cg_2_rhs_two_loops']:7.3f}  {r['cpo_case']} (nu={r['cpo_nu']:.3g}, "
               f"ls frac {r['cpo_line_search']['fraction']:.3g})", flush=True)
         ev = r["line_search_evaluations"]
+        print(f"{'':12s} inactive constraint: ratio {r['ratio_inactive_over_trpo']:.2f} ({r['cpo_inactive_case']})",
+              flush=True)
         print(f"{'':12s} recovery step {r['cpo_recovery_median_s']:.3f} s (ratio {r['ratio_recovery_over_trpo']:.2f},"
               f" {r['cpo_recovery_case']}); line-search evaluations CPO {ev['cpo_with_baseline']} with baseline,"
               f" {ev['cpo_without_baseline']} without; TRPO {ev['trpo_with_baseline']}", flush=True)
-    print("variant = fvp method[:Fisher on every k-th sample[:b batched RHS | s row loop[:j joint | q sequential CG]]]\n"
+    print("variant = fvp method[:Fisher on every k-th sample[:b batched RHS | s row loop[:j joint | q sequential CG]]]"
+          "[+subN recycled subspace | +full no inactive shortcut]\n"
           "ratio = median wall time CPO / TRPO (target <= 1.3); cpu r = same with process CPU time.\n"
           "components, median CPU s: fvp1 one product, fvp2 a (2, n) stack in one call, fvp1x2 two calls;\n"
           "cg1 one RHS, cg2 two RHS in one loop, cg2x1 two RHS in two loops (cg_iters each)")
 
+    if args.accuracy:
+        results["cost_solve_accuracy"] = cost_solve_accuracy(args)
     if args.sweep_hidden:
         print(f"\nCG iterations to a 1e-10 residual (float64, damping={args.damping}, "
               f"{args.sweep_samples} samples, cap {args.sweep_max_iters})")

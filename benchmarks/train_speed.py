@@ -1,8 +1,10 @@
 """Wall time per FCPO training iteration and time to convergence (issue: FCPO agent benchmark).
 
 One iteration = roll out every training user (943 on ml-100k, K = 5, T = 10),
-both critics' minibatch Adam epochs, and one CPO update (gradients, two CG
-solves in one loop, the dual, the line search).  Compared with the FCPO
+both critics' minibatch Adam epochs, and one CPO update (one actor forward and two
+backward passes for g and b, the CG solve of H x = g and -- unless the TRPO step already
+satisfies the linearised constraint -- of H x = b, the dual, the line search at one actor
+forward per trial).  ``benchmarks/time_to_target.py`` measures the time to the operating point.  Compared with the FCPO
 authors' 4-7 s per CPO iteration on this kind of machine (target: 20x faster).
 
 Convergence is reported two ways: the first iteration from which the training

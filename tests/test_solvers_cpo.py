@@ -20,6 +20,7 @@ from fcpo.solvers import (
     CASE_INFEASIBLE_ZERO_COST_GRAD,
     CASE_TRPO,
     CASE_TRPO_ALL_FEASIBLE,
+    CASE_TRPO_INACTIVE,
     CASE_TRPO_ZERO_COST_GRAD,
     CPO_CASES,
     Constraints,
@@ -152,11 +153,28 @@ def scipy_recovery(H, b, delta):
 
 
 def _step(H, g, b, c, delta, **kw):
+    """The full dual solve (both systems) whatever the constraint's activity; the default's
+    inactive-constraint shortcut is checked against it (_check_default_path)."""
     Ht = torch.from_numpy(H)
     n = len(g)
     kw.setdefault("cg_iters", 2 * n + 10)
     kw.setdefault("cg_residual_tol", 1e-12)
+    kw["config"] = (kw.get("config") or CPOConfig()).replace(skip_inactive_cost_solve=False)
     return cpo_step(torch.from_numpy(g), torch.from_numpy(b), c, delta, lambda v: v @ Ht, **kw)
+
+
+def _check_default_path(full, H, g, b, c, delta):
+    """The default config (inactive-constraint shortcut) gives the full solve's step; its case is
+    ``trpo_constraint_inactive`` exactly when the full solve has c <= 0 and nu = 0."""
+    Ht = torch.from_numpy(H)
+    n = len(g)
+    fast = cpo_step(torch.from_numpy(g), torch.from_numpy(b), c, delta, lambda v: v @ Ht,
+                    cg_iters=2 * n + 10, cg_residual_tol=1e-12)
+    if c <= 0 and full.nu == 0.0 and full.case != CASE_TRPO_ZERO_COST_GRAD:
+        assert fast.case == CASE_TRPO_INACTIVE, (fast.case, full.case)
+    else:
+        assert fast.case == full.case
+    torch.testing.assert_close(fast.direction, full.direction, rtol=1e-9, atol=1e-12)
 
 
 def _rel(x, ref):
@@ -173,6 +191,7 @@ def test_matches_scipy_on_random_problems():
         H, g, b, c, delta = random_problem(rng, target)
         step = _step(H, g, b, c, delta)
         assert step.case == target, (i, step.case, target)
+        _check_default_path(step, H, g, b, c, delta)
         seen[step.case] += 1
         x = step.direction.numpy()
         assert np.isfinite(x).all() and not math.isnan(step.lam) and not math.isnan(step.nu)
@@ -224,6 +243,7 @@ def test_hand_checked_2d(g, b, c, delta, case, x, lam, nu):
     step = _step(H, np.array(g, float), np.array(b, float), c, delta)
     assert step.case == case
     np.testing.assert_allclose(step.direction.numpy(), x, atol=1e-12)
+    _check_default_path(step, H, np.array(g, float), np.array(b, float), c, delta)
     assert step.lam == pytest.approx(lam, abs=1e-12)
     assert step.nu == pytest.approx(nu, abs=1e-12)
 

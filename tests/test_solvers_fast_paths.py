@@ -92,8 +92,9 @@ def test_joint_and_sequential_cg_agree(factor, case):
     H, g, b = _spd(n, 7)
     c = factor * _t(H, b, delta)
     joint_hvp, seq_hvp = CountingHvp(H), CountingHvp(H)
-    joint = cpo_step(g, b, c, delta, joint_hvp, cg_iters=50, cg_residual_tol=1e-12)
-    seq = cpo_step(g, b, c, delta, seq_hvp, config=CPOConfig(joint_cg=False), cg_iters=50, cg_residual_tol=1e-12)
+    full = CPOConfig(skip_inactive_cost_solve=False)  # joint_cg only matters when both systems are solved
+    joint = cpo_step(g, b, c, delta, joint_hvp, config=full, cg_iters=50, cg_residual_tol=1e-12)
+    seq = cpo_step(g, b, c, delta, seq_hvp, config=full.replace(joint_cg=False), cg_iters=50, cg_residual_tol=1e-12)
     assert joint.case == seq.case == case
     torch.testing.assert_close(joint.direction, seq.direction, rtol=1e-9, atol=1e-12)
     assert (joint.lam, joint.nu) == pytest.approx((seq.lam, seq.nu), rel=1e-9)
@@ -101,7 +102,7 @@ def test_joint_and_sequential_cg_agree(factor, case):
     assert joint_hvp.calls == joint.cg.iterations
     assert seq_hvp.calls == sum(seq.cg.column_iterations) > seq.cg.iterations
     assert len(joint_hvp.rows) == len(seq_hvp.rows)  # the same number of products
-    assert cpo_step(g, b, c, delta, CountingHvp(H), joint_cg=False).cg.x.shape == (2, n)
+    assert cpo_step(g, b, c, delta, CountingHvp(H), config=full, joint_cg=False).cg.x.shape == (2, n)
     with pytest.raises(ValueError, match="joint_cg"):
         CPOConfig(joint_cg=1)
 

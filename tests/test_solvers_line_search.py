@@ -123,3 +123,36 @@ def test_bad_input(kw):
     direction = args.pop("direction")
     with pytest.raises(ValueError):
         backtracking_line_search(ev, THETA0, direction, **args)
+
+
+@pytest.mark.parametrize("kl_scale", [1.04, 1.2, 1.5, 2.0, 30.0])
+def test_kl_rescale_takes_the_largest_step_the_kl_allows(kl_scale):
+    """KL = kl_scale f^2 delta: after each trial that fails on KL alone the fraction shrinks by
+    max(0.8, 0.99 sqrt(delta / KL)); the accepted step is never shorter than plain backtracking's."""
+    ev, _ = make_toy(kl_scale=kl_scale)
+    res = backtracking_line_search(ev, THETA0, D, c=-1.0, delta=DELTA, kl_rescale=True)
+    plain = backtracking_line_search(make_toy(kl_scale=kl_scale)[0], THETA0, D, c=-1.0, delta=DELTA)
+    f, expect = 1.0, [1.0]
+    while kl_scale * f * f > 1.0:
+        f *= max(0.8, 0.99 / math.sqrt(kl_scale * f * f))
+        expect.append(f)
+    assert [t.fraction for t in res.trials] == pytest.approx(expect, rel=1e-12)
+    assert res.accepted and res.fraction == pytest.approx(f, rel=1e-12) and res.kl <= DELTA
+    assert res.fraction >= plain.fraction and res.n_backtracks <= plain.n_backtracks
+    if kl_scale in (1.04, 1.2):  # just outside the region: one shrink to ~the boundary
+        assert res.n_backtracks == 1 and res.fraction > 0.9
+
+
+def test_kl_rescale_leaves_other_rejections_alone():
+    """Trials rejected for cost (not KL) backtrack by the plain ratio, bit for bit."""
+    ev, _ = make_toy(cost_slope=1.0)
+    res = backtracking_line_search(ev, THETA0, D, c=-0.3, delta=DELTA, kl_rescale=True)
+    plain = backtracking_line_search(make_toy(cost_slope=1.0)[0], THETA0, D, c=-0.3, delta=DELTA)
+    assert [t.fraction for t in res.trials] == [t.fraction for t in plain.trials]
+    assert res.trials[0].reason == "cost" and res.fraction == plain.fraction
+
+
+def test_kl_rescale_off_keeps_powers_of_the_ratio():
+    ev, _ = make_toy(kl_scale=30.0)
+    res = backtracking_line_search(ev, THETA0, D, c=-1.0, delta=DELTA, backtrack_ratio=0.7)
+    assert [t.fraction for t in res.trials] == [0.7 ** j for j in range(len(res.trials))]

@@ -112,34 +112,57 @@ class FCPOAgent(SlateActorCritic):
             adv_r = slot_advantages(adv_r, batch.slot_reward)
             adv_r = adv_r / (adv_r.std() + 1e-8) if self.solver.rescale_reward_advantages else adv_r
             adv_c = slot_advantages(adv_c, batch.slot_cost)
-        with torch.no_grad():
-            old_logp = policy.action_log_prob(batch.obs, batch.action, exclude, per_slot=cfg.slot_credit,
-                                              is_popular=groups)
-            old_full = policy.old_stats(batch.obs, exclude)
         n_sub = max(1, int(cfg.fvp_subsample * batch.size))
         sub = torch.as_tensor(np.sort(self.rng.choice(batch.size, n_sub, replace=False)), device=self.device)
         sub_exclude = None if exclude is None else exclude[sub]
-        old_sub = {k: v[sub] for k, v in old_full.items()}
-        surr_r, surr_c = self._surrogates(batch, adv_r, adv_c, old_logp, exclude, groups)
-        g = flat_grad(surr_r, params, retain_graph=True)
-        b = flat_grad(surr_c, params)
-        hvp = fisher_vector_product(lambda: policy.kl_from(batch.obs[sub], old_sub, sub_exclude), params,
-                                    damping=self.solver.damping, method="autograd")
-        theta = flat_params(params).detach()
+        # Full-batch actor passes: one forward at θ_k serves the old log-probs, the old statistics and both
+        # surrogates (the ratio is exactly 1 there), two backward passes give g and b, and each line-search
+        # trial is one forward serving both surrogates and the KL -- 4 passes with one trial (7 before,
+        # issue 17).  The sharing memoises policy.mean_action per observation tensor while the parameters
+        # are unchanged (the memo is cleared whenever they change and removed on exit); the values are
+        # those of separate passes, bit for bit.
+        network_forward, memo = policy.mean_action, {}
 
-        @torch.no_grad()
-        def evaluate(candidate):
-            set_flat_params(params, candidate)
-            r, c = self._surrogates(batch, adv_r, adv_c, old_logp, exclude, groups)
-            return r, c, policy.kl_from(batch.obs, old_full, exclude)
+        def shared_mean_action(obs):
+            grad = torch.is_grad_enabled()
+            hit = memo.get((id(obs), grad)) or (None if grad else memo.get((id(obs), True)))
+            if hit is not None and hit[0] is obs:
+                return hit[1] if grad else hit[1].detach()
+            out = network_forward(obs)
+            memo[(id(obs), grad)] = (obs, out)
+            return out
 
-        c_value = batch.c  # J_C − d, undiscounted per-episode units (module docstring)
-        baseline = (surr_r.detach(), surr_c.detach())  # the surrogates at θ_k: no extra full-batch evaluation
-        if cfg.constrained:
-            result = cpo_update(theta, g.detach(), b.detach(), c_value, hvp, evaluate, config=self.solver,
-                                baseline=baseline)
-        else:
-            result = trpo_update(theta, g.detach(), hvp, evaluate, config=self.solver, baseline=baseline)
+        policy.mean_action = shared_mean_action
+        try:
+            logp = policy.action_log_prob(batch.obs, batch.action, exclude, per_slot=cfg.slot_credit,
+                                          is_popular=groups)
+            old_logp = logp.detach()
+            old_full = policy.old_stats(batch.obs, exclude)
+            surr_r, surr_c = self._surrogates(batch, adv_r, adv_c, old_logp, exclude, groups)
+            g = flat_grad(surr_r, params, retain_graph=True)
+            b = flat_grad(surr_c, params)
+            memo.clear()  # the graph of θ_k's forward is freed
+            old_sub = {k: v[sub] for k, v in old_full.items()}
+            hvp = fisher_vector_product(lambda: policy.kl_from(batch.obs[sub], old_sub, sub_exclude), params,
+                                        damping=self.solver.damping, method="autograd")
+            theta = flat_params(params).detach()
+
+            @torch.no_grad()
+            def evaluate(candidate):
+                set_flat_params(params, candidate)
+                memo.clear()
+                r, c = self._surrogates(batch, adv_r, adv_c, old_logp, exclude, groups)
+                return r, c, policy.kl_from(batch.obs, old_full, exclude)
+
+            c_value = batch.c  # J_C − d, undiscounted per-episode units (module docstring)
+            baseline = (surr_r.detach(), surr_c.detach())  # the surrogates at θ_k: no extra full-batch evaluation
+            if cfg.constrained:
+                result = cpo_update(theta, g.detach(), b.detach(), c_value, hvp, evaluate, config=self.solver,
+                                    baseline=baseline)
+            else:
+                result = trpo_update(theta, g.detach(), hvp, evaluate, config=self.solver, baseline=baseline)
+        finally:
+            del policy.mean_action  # back to the class's method
         set_flat_params(params, result.params)
         step, ls = result.step, result.line_search
         return {"kl": ls.kl if ls.accepted else 0.0, "lambda": _finite(step.lam), "nu": _finite(step.nu),

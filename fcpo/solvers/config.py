@@ -62,6 +62,33 @@ class CPOConfig:
         loop (one ``hvp`` call on the ``(2, n)`` stack per iteration) rather
         than two loops.  Same products either way with the default row-loop
         ``hvp``; see :func:`fcpo.solvers.cpo_step` and ``benchmarks/cpo_step.py``.
+    skip_inactive_cost_solve:
+        Feasible start (``c <= 0``): solve ``H x = g`` first and, when the TRPO
+        step ``x_r = sqrt(2 delta / q) H^-1 g`` already satisfies
+        ``c + b^T x_r <= 0``, return it without solving ``H x = b`` (the
+        constraint is inactive, ``nu* = 0`` by the KKT conditions, so the CPO
+        solution *is* ``x_r``; case ``"trpo_constraint_inactive"``).  Same step
+        as the full solve up to rounding (``tests/test_solvers_fast_paths.py``).
+    cost_solve:
+        How ``H^-1 b`` enters the step when both systems are needed.
+        ``"cg"``: its own ``cg_iters``-iteration CG solve (Achiam et al.'s
+        recipe).  ``"subspace"``: recycle the reward solve's CG directions
+        ``P`` (a basis of the Krylov space ``K(H, g)``, with the products
+        ``H P`` already computed) and add ``b`` plus ``cost_subspace_dim - 1``
+        Krylov vectors of ``b`` (``cost_subspace_dim`` extra products), then
+        solve problem (10) *exactly* on that subspace with the true ``H``
+        restricted to it: the step satisfies ``0.5 x^T H x <= delta`` and
+        ``b^T x + c <= 0`` exactly (no CG residual enters the model), at
+        ``cg_iters + cost_subspace_dim`` products instead of ``2 cg_iters``.
+        Not the same step as ``"cg"`` (a different approximation of the same
+        problem); accuracy against a converged solve is measured in
+        ``benchmarks/cpo_step.py``.
+    cost_subspace_dim:
+        ``cost_solve="subspace"`` only: products spent on the cost direction.
+    kl_rescale_backtracking:
+        Line search: after a trial rejected only for its KL, shrink the step by
+        ``max(backtrack_ratio, 0.99 sqrt(max_kl / kl))`` rather than
+        ``backtrack_ratio`` (see :func:`~fcpo.solvers.backtracking_line_search`).
     """
 
     max_kl: float = 0.01
@@ -77,6 +104,10 @@ class CPOConfig:
     rescale_reward_advantages: bool = True
     fvp_method: str = "autograd"
     joint_cg: bool = True
+    skip_inactive_cost_solve: bool = True
+    cost_solve: str = "cg"
+    cost_subspace_dim: int = 2
+    kl_rescale_backtracking: bool = False
 
     def __post_init__(self) -> None:
         def _pos(name: str, allow_zero: bool = False) -> None:
@@ -90,15 +121,18 @@ class CPOConfig:
         _pos("cg_residual_tol", allow_zero=True)
         _pos("damping", allow_zero=True)
         _pos("cost_grad_tol", allow_zero=True)
-        for name in ("cg_iters", "max_backtracks"):
+        for name in ("cg_iters", "max_backtracks", "cost_subspace_dim"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
         r = self.backtrack_ratio
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not (0.0 < r < 1.0):
             raise ValueError(f"backtrack_ratio must lie in (0, 1), got {r!r}")
-        if not isinstance(self.joint_cg, bool):
-            raise ValueError(f"joint_cg must be a bool, got {self.joint_cg!r}")
+        for name in ("joint_cg", "skip_inactive_cost_solve", "kl_rescale_backtracking"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.cost_solve not in ("cg", "subspace"):
+            raise ValueError(f"cost_solve must be 'cg' or 'subspace', got {self.cost_solve!r}")
         if self.fvp_method not in ("autograd", "func", "gauss_newton"):
             raise ValueError(f"fvp_method must be 'autograd', 'func' or 'gauss_newton', got {self.fvp_method!r}")
 

@@ -8,7 +8,7 @@ Python round trip (and one batched Hessian-vector product) instead of two.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -34,6 +34,12 @@ class CGResult:
         (``A`` not positive definite along ``p``); that RHS stopped there.
     residual_history: per loop iteration, the residual norms of all RHS
         (entry 0 is the initial residual ``||b||``).
+    directions, direction_products: with ``keep_directions=True`` (1-D right-hand
+        side only), the search directions ``p_0 .. p_{m-1}`` actually used, shape
+        ``(m, n)``, and their products ``A p_i`` (the operator's outputs): an
+        ``A``-conjugate basis of the Krylov space ``K_m(A, b)`` and its image, for
+        recycling at no extra products (see ``cost_solve="subspace"`` in
+        :class:`~fcpo.solvers.CPOConfig`); ``None`` otherwise.
     """
 
     x: Tensor
@@ -44,6 +50,8 @@ class CGResult:
     converged: tuple[bool, ...]
     breakdown: tuple[bool, ...]
     residual_history: tuple[tuple[float, ...], ...] = field(repr=False, default=())
+    directions: Optional[Tensor] = field(repr=False, default=None)
+    direction_products: Optional[Tensor] = field(repr=False, default=None)
 
     @property
     def residual_norm(self) -> float:
@@ -64,6 +72,8 @@ def conjugate_gradient(
     b: Tensor,
     max_iters: int = 10,
     residual_tol: float = 1e-10,
+    *,
+    keep_directions: bool = False,
 ) -> CGResult:
     """Solve ``A x = b`` for symmetric positive-definite ``A`` given only ``v -> A v``.
 
@@ -79,6 +89,9 @@ def conjugate_gradient(
         Maximum number of iterations (calls of ``Avp``).
     residual_tol:
         A row stops once ``||r||_2 <= residual_tol`` (absolute Euclidean norm).
+    keep_directions:
+        Return the search directions and their products (1-D ``b`` only; see
+        :class:`CGResult`).  Costs memory ``2 m n``, no extra products.
 
     Starts from ``x0 = 0`` (Hestenes & Stiefel 1952).  A row whose curvature
     ``p^T A p`` is not positive and finite stops with ``breakdown=True`` and
@@ -99,6 +112,10 @@ def conjugate_gradient(
         raise ValueError(f"residual_tol must be a finite number >= 0, got {residual_tol!r}")
 
     single = b.dim() == 1
+    if keep_directions and not single:
+        raise ValueError("keep_directions needs a 1-D right-hand side")
+    kept_p: list[Tensor] = []
+    kept_ap: list[Tensor] = []
     B = b.detach().unsqueeze(0) if single else b.detach()
     k, n = B.shape
     tol2 = float(residual_tol) ** 2
@@ -150,6 +167,9 @@ def conjugate_gradient(
             rr = rr.index_copy(0, sel, rr_new)
         ok_l = ok.tolist()
         rr_l = rr_new.tolist()
+        if keep_directions and ok_l[0]:
+            kept_p.append(Pa[0])
+            kept_ap.append(APa[0])
         for j, i in enumerate(idx):
             if not ok_l[j]:
                 breakdown[i] = True
@@ -171,4 +191,6 @@ def conjugate_gradient(
         converged=converged,
         breakdown=tuple(breakdown),
         residual_history=tuple(history),
+        directions=(torch.stack(kept_p) if kept_p else B.new_zeros(0, n)) if keep_directions else None,
+        direction_products=(torch.stack(kept_ap) if kept_ap else B.new_zeros(0, n)) if keep_directions else None,
     )

@@ -30,7 +30,7 @@ their standard deviation would rescale ``b`` but not ``c``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Sequence, Union
 
 import torch
@@ -44,6 +44,7 @@ __all__ = [
     "CASE_TRPO",
     "CASE_TRPO_ZERO_COST_GRAD",
     "CASE_TRPO_ALL_FEASIBLE",
+    "CASE_TRPO_INACTIVE",
     "CASE_FEASIBLE_BOUNDARY",
     "CASE_INFEASIBLE_RECOVERABLE",
     "CASE_INFEASIBLE_RECOVERY",
@@ -67,6 +68,10 @@ CASE_TRPO = "trpo"
 CASE_TRPO_ZERO_COST_GRAD = "trpo_zero_cost_grad"
 #: ``c < 0`` and ``B <= 0``: the whole trust region is feasible, TRPO step.
 CASE_TRPO_ALL_FEASIBLE = "trpo_all_feasible"
+#: ``c <= 0`` and the TRPO step ``x_r`` already satisfies ``c + b^T x_r <= 0``: the
+#: constraint is inactive (``nu* = 0``), TRPO step; ``H x = b`` was not solved, so
+#: ``s``, ``A`` and ``B`` are 0.0 (not computed) (``CPOConfig.skip_inactive_cost_solve``).
+CASE_TRPO_INACTIVE = "trpo_constraint_inactive"
 #: ``c <= 0`` and ``B > 0``: the constraint boundary cuts the region, dual solution.
 CASE_FEASIBLE_BOUNDARY = "feasible_boundary"
 #: ``c > 0`` and ``B >= 0``: infeasible but the region meets the feasible set, dual solution.
@@ -78,7 +83,7 @@ CASE_INFEASIBLE_RECOVERY = "infeasible_recovery"
 CASE_INFEASIBLE_ZERO_COST_GRAD = "infeasible_zero_cost_grad"
 
 FEASIBLE_CASES = frozenset(
-    {CASE_TRPO, CASE_TRPO_ZERO_COST_GRAD, CASE_TRPO_ALL_FEASIBLE, CASE_FEASIBLE_BOUNDARY}
+    {CASE_TRPO, CASE_TRPO_ZERO_COST_GRAD, CASE_TRPO_ALL_FEASIBLE, CASE_TRPO_INACTIVE, CASE_FEASIBLE_BOUNDARY}
 )
 CPO_CASES = (
     CASE_TRPO_ZERO_COST_GRAD,
@@ -87,6 +92,7 @@ CPO_CASES = (
     CASE_INFEASIBLE_RECOVERABLE,
     CASE_INFEASIBLE_RECOVERY,
     CASE_INFEASIBLE_ZERO_COST_GRAD,
+    CASE_TRPO_INACTIVE,  # appended: indices of the others (fcpo.runs' cpo_case_index) are unchanged
 )
 
 
@@ -296,8 +302,8 @@ def _stack_results(rg: CGResult, rb: CGResult) -> CGResult:
     )
 
 
-def _solve(hvp, rhs: Tensor, iters: int, tol: float) -> CGResult:
-    res = conjugate_gradient(hvp, rhs, max_iters=iters, residual_tol=tol)
+def _solve(hvp, rhs: Tensor, iters: int, tol: float, keep: bool = False) -> CGResult:
+    res = conjugate_gradient(hvp, rhs, max_iters=iters, residual_tol=tol, keep_directions=keep)
     if res.any_breakdown:
         raise ValueError(
             "hvp is not positive definite along a CG direction (p^T H p <= 0 or non-finite); "
@@ -451,14 +457,23 @@ def cpo_step(
         Feasible start (``c <= 0``): solve ``H x = g`` and ``H x = b`` in one
         lock-step CG loop (one ``hvp`` call on a ``(2, n)`` stack per
         iteration) if true, else in two loops; ``None`` means
-        ``config.joint_cg``.  Infeasible start (``c > 0``): ``H x = b`` is
+        ``config.joint_cg``.  Used only with
+        ``config.skip_inactive_cost_solve=False`` and ``cost_solve="cg"``:
+        otherwise ``H x = g`` is solved first, and ``H x = b`` only if the
+        TRPO step violates the linearised constraint (case
+        ``"trpo_constraint_inactive"`` when it does not).  Infeasible start (``c > 0``): ``H x = b`` is
         always solved first and ``H x = g`` only if the step is not the
         recovery step (eq. 14 needs only ``s``); the recovery result then has
         ``q = A = 0.0`` (not computed) and ``r = g^T H^-1 b``.
 
+    ``config.cost_solve="subspace"``: the second system is not solved by CG;
+    problem (10) is solved exactly on the first solve's Krylov space plus
+    ``config.cost_subspace_dim`` vectors of the other right-hand side (see
+    :class:`~fcpo.solvers.CPOConfig`); ``cg`` is then the first solve's result.
+
     Cases (see
-    the ``CASE_*`` constants): zero cost gradient and feasible, or whole region
-    feasible -> TRPO step; boundary cutting the region or infeasible but
+    the ``CASE_*`` constants): zero cost gradient and feasible, whole region
+    feasible, or constraint inactive at the TRPO step -> TRPO step; boundary cutting the region or infeasible but
     recoverable -> dual solution (eq. 12-13); infeasible and unrecoverable ->
     recovery (eq. 14); infeasible with zero cost gradient -> zero step.
     Raises ``ValueError`` on bad input or a non-positive-definite ``hvp``;
@@ -471,7 +486,9 @@ def cpo_step(
     b = b.to(g.dtype)
     c = _check_scalar(c, "c")
     delta, iters, tol, ctol = _options(config, delta, cg_iters, cg_residual_tol, cost_grad_tol)
-    joint = (config.joint_cg if config is not None else CPOConfig.joint_cg) if joint_cg is None else bool(joint_cg)
+    cfg = config if config is not None else CPOConfig()
+    joint = cfg.joint_cg if joint_cg is None else bool(joint_cg)
+    subspace = cfg.cost_solve == "subspace"
 
     if float(torch.dot(b, b)) <= ctol:
         if c <= 0:
@@ -482,7 +499,7 @@ def cpo_step(
     if c > 0:
         # infeasible: the recovery test B < 0 needs only s = b^T H^-1 b, so the
         # cost system is solved first and H x = g only when the step needs it
-        res_b = _solve(hvp, b, iters, tol)
+        res_b = _solve(hvp, b, iters, tol, keep=subspace)
         vb = res_b.x
         s = _check_s(float(torch.dot(b, vb)))
         B = 2.0 * delta - c * (c / s)
@@ -494,13 +511,33 @@ def cpo_step(
                 c=c, delta=delta, predicted_reward_change=float(torch.dot(g, x)), predicted_cost_change=beta * s,
                 predicted_kl=0.5 * beta * beta * s, cg=res_b,
             ))
+        if subspace:
+            return _guard(_subspace_step(g, b, c, delta, hvp, res_b, first_is_g=False,
+                                         extra=cfg.cost_subspace_dim))
         res_g = _solve(hvp, g, iters, tol)
         res = _stack_results(res_g, res_b)
+    elif cfg.skip_inactive_cost_solve or subspace:
+        res_g = _solve(hvp, g, iters, tol, keep=subspace)
+        if cfg.skip_inactive_cost_solve:
+            trpo = _trpo_from(g, res_g.x, delta, CASE_TRPO_INACTIVE, res_g, c=c, r=float(torch.dot(b, res_g.x)))
+            cost_change = float(torch.dot(b, trpo.direction))
+            if c + cost_change <= 0:  # KKT: nu* = 0, the CPO solution is the TRPO step
+                return _guard(replace(trpo, predicted_cost_change=cost_change))
+        if subspace:
+            return _guard(_subspace_step(g, b, c, delta, hvp, res_g, first_is_g=True, extra=cfg.cost_subspace_dim))
+        res = _stack_results(res_g, _solve(hvp, b, iters, tol))
     elif joint:
         res = _solve(hvp, torch.stack([g, b]), iters, tol)
     else:
         res = _stack_results(_solve(hvp, g, iters, tol), _solve(hvp, b, iters, tol))
-    vg, vb = res.x[0], res.x[1]
+    return _guard(_dual_step(g, b, res.x[0], res.x[1], c, delta, res))
+
+
+def _dual_step(g: Tensor, b: Tensor, vg: Tensor, vb: Tensor, c: float, delta: float, res: CGResult,
+               eps: Optional[float] = None) -> StepResult:
+    """The step from ``vg ~ H^-1 g`` and ``vb ~ H^-1 b`` once both are known (appendix 10.2, eq. 12-13).
+
+    ``eps``: machine epsilon of the data the vectors came from (default that of ``g``)."""
     q = float(torch.dot(g, vg))
     s = _check_s(float(torch.dot(b, vb)))
     r = float(torch.dot(b, vg))  # = g^T H^-1 b; this choice makes b^T x + c = 0 exact when active
@@ -509,12 +546,13 @@ def cpo_step(
     A = q - r * (r / s)
     B = 2.0 * delta - c * (c / s)
     if c < 0 and B <= 0:  # whole trust region feasible
-        return _guard(_trpo_from(g, vg, delta, CASE_TRPO_ALL_FEASIBLE, res, c=c, r=r, s=s))
+        return _trpo_from(g, vg, delta, CASE_TRPO_ALL_FEASIBLE, res, c=c, r=r, s=s)
 
     case = CASE_FEASIBLE_BOUNDARY if c <= 0 else CASE_INFEASIBLE_RECOVERABLE
     # A = q - r^2/s >= 0 by Cauchy-Schwarz; values at rounding level mean g is
     # parallel to b (in the H^-1 metric) and are set to 0 (no noise direction).
-    A_eff = A if A > 64.0 * torch.finfo(g.dtype).eps * q else 0.0
+    eps = torch.finfo(g.dtype).eps if eps is None else eps
+    A_eff = A if A > 64.0 * eps * q else 0.0
     lam, nu, piece = solve_cpo_dual(q, r, s, c, delta, A=A_eff)
     alpha = 1.0 / lam if 0.0 < lam < math.inf else 0.0  # lam = 0 only with a zero numerator
     if piece == "b":  # nu = 0: x = H^-1 g / lam
@@ -524,11 +562,69 @@ def cpo_step(
     x = alpha * vg + beta * vb
     pr = float(torch.dot(g, x))
     pc = float(torch.dot(b, x))
-    return _guard(StepResult(
+    return StepResult(
         x, lam, nu, case, q=q, r=r, s=s, A=A, B=B, c=c, delta=delta,
         predicted_reward_change=pr, predicted_cost_change=pc,
         predicted_kl=0.5 * (alpha * pr + beta * pc), cg=res,
-    ))
+    )
+
+
+def _subspace_step(g: Tensor, b: Tensor, c: float, delta: float, hvp, first: CGResult, *, first_is_g: bool,
+                   extra: int) -> StepResult:
+    """Problem (10) solved exactly on ``span(P, u, H u, ..)`` (``CPOConfig.cost_solve="subspace"``).
+
+    ``P`` are the search directions of the first CG solve (``first``; a basis of
+    ``K(H, g)``, or of ``K(H, b)`` after an infeasible start) with their
+    products ``H P`` already known; ``u`` is the other right-hand side, extended
+    by Lanczos vectors to ``extra`` new basis vectors at one product each.  With
+    ``W`` the basis (rows) and ``G = W H W^T``, the coordinates ``z`` of
+    ``x = W^T M z``, ``M = D U L^-1/2`` (``D G D = U L U^T`` with ``D`` making
+    the diagonal 1; eigen-directions at rounding level are dropped), make the
+    restricted KL Hessian the identity and turn eq. (10) into the same problem
+    with ``H = I``: ``H^-1 g -> g_z``, ``H^-1 b -> b_z``.  The result is
+    the exact optimum of (10) over the subspace with the true ``H``; its
+    ``q, r, s`` are those of the projected problem (``q <= g^T H^-1 g``).
+    """
+    P, HP = first.directions, first.direction_products
+    u = b if first_is_g else g
+    rows, prods = [P], [HP]
+    lanczos: list[Tensor] = []
+    u_norm = float(u.norm())
+    v = u / u_norm if u_norm > 0 else u
+    for j in range(extra if u_norm > 0 else 0):  # a zero vector adds nothing to the span
+        Hv = hvp(v)
+        if not isinstance(Hv, Tensor) or Hv.shape != v.shape:
+            raise ValueError(f"hvp returned shape {tuple(getattr(Hv, 'shape', ()))}, expected {tuple(v.shape)}")
+        Hv = Hv.detach()
+        if not bool(torch.isfinite(Hv).all()):
+            raise ValueError("hvp returned non-finite values")
+        rows.append(v.unsqueeze(0))
+        prods.append(Hv.unsqueeze(0))
+        lanczos.append(v)
+        if j + 1 < extra:  # next Lanczos vector: H v orthogonalised against the previous ones (twice, for float32)
+            w = Hv
+            for _ in range(2):
+                for prev in lanczos:
+                    w = w - torch.dot(prev, w) * prev
+            nw = float(w.norm())
+            if not nw > 0 or not math.isfinite(nw):
+                break
+            v = w / nw
+    W = torch.cat(rows).to(torch.float64)
+    HW = torch.cat(prods).to(torch.float64)
+    G = W @ HW.T
+    G = 0.5 * (G + G.T)
+    diag = torch.diagonal(G)
+    if not bool(torch.isfinite(G).all()) or bool((diag <= 0).any()):
+        raise ValueError("hvp is not positive definite on the recycled subspace (w^T H w <= 0 or non-finite)")
+    d = diag.rsqrt()
+    evals, evecs = torch.linalg.eigh(d[:, None] * G * d[None, :])
+    keep = evals > 1e3 * torch.finfo(g.dtype).eps * float(evals.max())
+    M = d[:, None] * evecs[:, keep] * evals[keep].rsqrt()[None, :]  # W coefficients of the z coordinates
+    g64, b64 = g.to(torch.float64), b.to(torch.float64)
+    gz, bz = M.T @ (W @ g64), M.T @ (W @ b64)
+    inner = _dual_step(gz, bz, gz, bz, c, delta, first, eps=torch.finfo(g.dtype).eps)
+    return replace(inner, direction=((M @ inner.direction) @ W).to(g.dtype))
 
 
 # --------------------------------------------------------------------------- updates
@@ -559,7 +655,7 @@ def cpo_update(
     ls = backtracking_line_search(
         evaluate, theta.detach(), step.direction, c=step.c, delta=cfg.max_kl,
         require_improvement=step.feasible, backtrack_ratio=cfg.backtrack_ratio,
-        max_backtracks=cfg.max_backtracks, baseline=baseline,
+        max_backtracks=cfg.max_backtracks, baseline=baseline, kl_rescale=cfg.kl_rescale_backtracking,
     )
     return UpdateResult(step, ls)
 
@@ -582,6 +678,6 @@ def trpo_update(
     ls = backtracking_line_search(
         evaluate, theta.detach(), step.direction, c=None, delta=cfg.max_kl,
         require_improvement=True, backtrack_ratio=cfg.backtrack_ratio,
-        max_backtracks=cfg.max_backtracks, baseline=baseline,
+        max_backtracks=cfg.max_backtracks, baseline=baseline, kl_rescale=cfg.kl_rescale_backtracking,
     )
     return UpdateResult(step, ls)

@@ -80,6 +80,7 @@ def backtracking_line_search(
     backtrack_ratio: float = 0.8,
     max_backtracks: int = 10,
     baseline: Evaluation | None = None,
+    kl_rescale: bool = False,
 ) -> LineSearchResult:
     """Largest fraction ``backtrack_ratio**j`` (``j < max_backtracks``) of ``direction`` that passes.
 
@@ -108,6 +109,14 @@ def backtracking_line_search(
         differentiated for ``g`` and ``b`` (tensors are detached).  With
         ``c=None`` the cost entry may be any number (e.g. ``nan``).
         ``None`` (default): call ``evaluate(theta)``.
+    kl_rescale:
+        After a trial rejected for its KL alone (``kl > delta``), try next the
+        fraction ``f * max(backtrack_ratio, 0.99 sqrt(delta / kl))`` instead of
+        ``f * backtrack_ratio``: the KL is quadratic in the fraction near
+        ``theta_k``, so a step whose true KL overshoots the quadratic model by
+        a few per cent is shrunk by about that much, not by ``backtrack_ratio``
+        (the fractions are then no longer powers of ``backtrack_ratio``).
+        Every candidate still passes the same tests.
 
     ``evaluate`` may leave the model at the last candidate: load
     ``result.params`` afterwards.
@@ -150,8 +159,16 @@ def backtracking_line_search(
     trials: list[LineSearchTrial] = []
     if bool((direction == 0).all()):
         return LineSearchResult(theta.clone(), False, 0.0, 0, 0.0, 0.0, 0.0, ())
+    rescaled = False  # fractions stay exactly backtrack_ratio ** j until a KL rescale
     for j in range(max_backtracks):
         frac = backtrack_ratio ** j
+        if j and (kl_rescale or rescaled):
+            last = trials[-1]
+            shrink = backtrack_ratio
+            if kl_rescale and last.reason == "kl" and last.kl > delta:
+                shrink = max(backtrack_ratio, 0.99 * math.sqrt(delta / last.kl))
+            rescaled = rescaled or shrink != backtrack_ratio
+            frac = last.fraction * shrink if rescaled else frac
         cand = theta + frac * direction
         try:
             values = tuple(evaluate(cand))
