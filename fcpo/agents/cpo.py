@@ -80,10 +80,12 @@ class FCPOAgent(SlateActorCritic):
 
     # ------------------------------------------------------------------ iteration
     def train_iteration(self, iteration: int) -> dict[str, float]:
+        self.begin_iteration()  # expected mode: the first projection onto the deployed-cost constraint
         batch = self.rollout()
         stats = self._policy_update(batch)
         stats.update(self._critic_update(batch))
         stats.update(self.rollout_stats(batch))
+        self.end_iteration(iteration, stats)  # expected mode: project the updated policy (calibrate_offset)
         return stats
 
     def _surrogates(self, batch: Batch, adv_r, adv_c, old_logp, exclude, groups=None):
