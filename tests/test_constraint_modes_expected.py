@@ -21,6 +21,7 @@ from fcpo.agents import make_agent
 from fcpo.agents.cpo import FCPOConfig
 from fcpo.agents.ppo_lagrangian import PPOLagrangianConfig
 from fcpo.agents.rollout import Batch
+from fcpo.agents.trpo import TRPOConfig
 from fcpo.envs import EnvSpec
 from fcpo.evaluate import evaluate
 from fcpo.policies.actor import SlateActor
@@ -35,7 +36,9 @@ ALPHA = 0.4
 def _agent(name: str, alpha: float = ALPHA, constraint: str = "expected", **kw):
     cls = FCPOConfig if name == "fcpo" else PPOLagrangianConfig
     extra = dict(epochs=2) if name == "ppo-lagrangian" else {}
-    cfg = cls(alpha_prime=alpha, constraint=constraint, users_per_iteration=0.5, **extra, **kw)
+    extra["calibrate_offset"] = True
+    extra.update(kw)
+    cfg = cls(alpha_prime=alpha, constraint=constraint, users_per_iteration=0.5, **extra)
     return make_agent(name, cfg, STATIC, "cpu", 0)
 
 
@@ -164,7 +167,33 @@ def test_short_expected_run_ends_tight_below_the_limit_on_the_deployed_policy(na
 
 
 def test_per_slate_and_alpha_one_never_calibrate():
-    for agent in (_agent("fcpo", constraint="per-slate"), _agent("fcpo", alpha=1.0)):
+    for agent in (_agent("fcpo", constraint="per-slate"), _agent("fcpo", alpha=1.0),
+                  make_agent("trpo", TRPOConfig(alpha_prime=ALPHA, constraint="expected", calibrate_offset=True),
+                             STATIC, "cpu", 0),
+                  make_agent("fcpo", FCPOConfig(alpha_prime=ALPHA, constraint="expected"), STATIC, "cpu", 0)):
         assert not agent.calibrating
         stats = agent.train_iteration(0)
         assert "popular_offset" not in stats and float(agent.policy.popular_offset) == 0.0
+
+
+def test_expected_mode_resumes_identically_from_a_checkpoint():
+    import io
+
+    a = _agent("fcpo")
+    for it in range(2):
+        a.train_iteration(it)
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    assert set(state) == {"policy", "value_r", "value_c", "opt_r", "opt_c", "generator", "numpy_rng"}
+    assert not torch.isnan(state["policy"]["offset_calibration"][:2]).any()  # estimate and sensitivity saved
+    b = make_agent("fcpo", a.config, STATIC, "cpu", 123)  # another seed: everything comes from the state
+    b.load_state_dict(state)
+    sa, sb = a.train_iteration(2), b.train_iteration(2)
+    assert sa == sb
+    old = dict(state, policy={k: v for k, v in state["policy"].items()
+                              if k not in ("popular_offset", "offset_calibration")})
+    c = make_agent("fcpo", a.config, STATIC, "cpu", 0)
+    c.load_state_dict(old)  # a checkpoint from before the calibration: recalibrates on its first iteration
+    assert c._deployed_share is None and "deployed_share" in c.train_iteration(2)

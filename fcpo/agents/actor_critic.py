@@ -104,7 +104,7 @@ class RolloutConfig(SlateActorCriticConfig):
     slot_credit: bool = param(True, "per-slot advantages and likelihood ratios (rollout.slot_advantages)")
     critic_epochs: int = param(2, "passes of critic fitting over each rollout")
     critic_batch: int = param(2048, "critic minibatch size")
-    calibrate_offset: bool = param(True, "expected mode: project the policy onto the deployed-cost constraint after "
+    calibrate_offset: bool = param(False, "expected mode: project the policy onto the deployed-cost constraint after "
                                          "every update with the popular-group logit offset (module docstring)")
     calibration_margin: float = param(0.02, "expected mode: the offset targets a deployed share of α' minus this")
     calibration_users: float = param(0.5, "expected mode: fraction of training users in the deployed-cost estimate")
@@ -192,11 +192,28 @@ class SlateActorCritic(Checkpointed):
         self.opt_c = torch.optim.Adam(self.value_c.parameters(), lr=config.critic_lr)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.rng = np.random.default_rng(seed)
-        self.seed = int(seed)
-        self.calibrating = (config.constraint == "expected" and config.calibrate_offset and config.alpha_prime < 1.0)
+        # the projection of expected mode (never for TRPO, constrained=False, nor at α' = 1 where nothing binds)
+        self.calibrating = (config.constraint == "expected" and config.calibrate_offset and config.alpha_prime < 1.0
+                            and getattr(config, "constrained", True))
         self._calibration_env = None
-        self._deployed_share: float | None = None  # the estimate after the last calibration (None: not yet run)
-        self._sensitivity: float | None = None  # −d(deployed share)/dλ measured by the last calibration
+
+    # the calibration's record lives in the actor (``offset_calibration``, saved with it): NaN = None
+    def _record(self, i: int) -> float | None:
+        value = float(self.policy.offset_calibration[i])
+        return None if math.isnan(value) else value
+
+    def _set_record(self, i: int, value: float | None) -> None:
+        self.policy.offset_calibration[i] = float("nan") if value is None else float(value)
+
+    @property
+    def _deployed_share(self) -> float | None:
+        """The deployed-share estimate after the last calibration (None: not yet run)."""
+        return self._record(0)
+
+    @property
+    def _sensitivity(self) -> float | None:
+        """−d(deployed share)/dλ measured by the last calibration."""
+        return self._record(1)
 
     # ------------------------------------------------------------------ deployed cost (expected mode)
     def _calibration_setup(self):
@@ -289,37 +306,41 @@ class SlateActorCritic(Checkpointed):
             if lam != trials[-2][0] and share != prev_share:  # local sensitivity −dshare/dλ (> 0)
                 slope = -(share - trials[-2][1]) / (lam - trials[-2][0])
                 if slope > 0:
-                    self._sensitivity = slope
+                    self._set_record(1, slope)
         if share > target:
             lo = (lam, share) if lo is None or lam > lo[0] else lo
         else:
             hi = (lam, share) if hi is None or lam < hi[0] else hi
         best = hi if hi is not None else lo  # the feasible end, or the largest λ tried
         policy.set_popular_offset(best[0])
-        self._deployed_share = best[1]
+        self._set_record(0, best[1])
         return {"popular_offset": best[0], "deployed_share": best[1], "calibration_trials": float(len(trials))}
 
     @torch.no_grad()
     def _score_scale(self) -> float:
         """Spread of the actor's item scores on a few training states: the unit of the first offset step."""
-        if not hasattr(self, "_scale"):
+        if self._record(2) is None:
             env, rows, _ = self._calibration_setup()
             obs, _ = env.reset(options={"users": rows})
             state = SlateState.from_numpy(obs, env.history.copy(), env.env_data.split.user_ids[env.user_rows],
                                           self.device)
-            self._scale = float(self.policy.scores(state).std(dim=1).mean())
-        return self._scale
+            self._set_record(2, float(self.policy.scores(state).std(dim=1).mean()))
+        return self._record(2)
 
     def begin_iteration(self) -> None:
         """Expected mode: calibrate before the first update (the policy starts on the constraint)."""
         if self.calibrating and self._deployed_share is None:
-            self.calibrate_offset(self.seed * 100_003)
+            self.calibrate_offset(self._calibration_seed())
 
     def end_iteration(self, iteration: int, stats: dict) -> None:
         """Expected mode: project the updated policy onto the deployed-cost constraint (calibrate_offset);
         ``stats`` gets the offset, the estimated deployed share after the projection and the trials."""
         if self.calibrating:
-            stats.update(self.calibrate_offset(self.seed * 100_003 + iteration + 1))
+            stats.update(self.calibrate_offset(self._calibration_seed()))
+
+    def _calibration_seed(self) -> int:
+        """A fresh noise seed for one calibration, from the agent's (checkpointed) numpy generator."""
+        return int(self.rng.integers(2 ** 31 - 1))
 
     def rollout(self) -> Batch:
         """Roll out all training users, or a fresh sample of ``users_per_iteration`` of them."""

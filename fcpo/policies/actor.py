@@ -92,6 +92,9 @@ class SlateActor(Policy):
             self.set_groups(is_popular)
         # λ of the popular-group logit offset (module docstring); saved with the actor, 0 = no offset
         self.register_buffer("popular_offset", torch.zeros((), dtype=torch.float32))
+        # the calibration's record, kept with λ so that training resumes identically: its deployed-share
+        # estimate at λ, the sensitivity −dshare/dλ and the score spread (NaN = not measured yet)
+        self.register_buffer("offset_calibration", torch.full((3,), float("nan"), dtype=torch.float64))
         self.residual_user = residual_user
         self.temperature = float(temperature)
         self.encoder = StateEncoder(n_history, self.user_dim, hidden)
@@ -147,8 +150,9 @@ class SlateActor(Policy):
         return scores - self.popular_offset * groups.to(scores.dtype)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # checkpoints written before the offset existed load as λ = 0
+        # checkpoints written before the offset existed load as λ = 0, never calibrated
         state_dict.setdefault(prefix + "popular_offset", torch.zeros((), dtype=torch.float32))
+        state_dict.setdefault(prefix + "offset_calibration", torch.full((3,), float("nan"), dtype=torch.float64))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def cap_for(self, k: int) -> int | None:
