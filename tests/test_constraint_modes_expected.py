@@ -187,7 +187,7 @@ def test_expected_mode_resumes_identically_from_a_checkpoint():
     buf.seek(0)
     state = torch.load(buf, weights_only=True)
     assert set(state) == {"policy", "value_r", "value_c", "opt_r", "opt_c", "generator", "numpy_rng"}
-    assert not torch.isnan(state["policy"]["offset_calibration"][:2]).any()  # estimate and sensitivity saved
+    assert bool((state["policy"]["offset_calibration"][:2] > 0).all())  # estimate and sensitivity saved
     b = make_agent("fcpo", a.config, STATIC, "cpu", 123)  # another seed: everything comes from the state
     b.load_state_dict(state)
     sa, sb = a.train_iteration(2), b.train_iteration(2)

@@ -197,13 +197,13 @@ class SlateActorCritic(Checkpointed):
                             and getattr(config, "constrained", True))
         self._calibration_env = None
 
-    # the calibration's record lives in the actor (``offset_calibration``, saved with it): NaN = None
+    # the calibration's record lives in the actor (``offset_calibration``, saved with it): −1 = None
     def _record(self, i: int) -> float | None:
         value = float(self.policy.offset_calibration[i])
-        return None if math.isnan(value) else value
+        return None if value < 0 else value
 
     def _set_record(self, i: int, value: float | None) -> None:
-        self.policy.offset_calibration[i] = float("nan") if value is None else float(value)
+        self.policy.offset_calibration[i] = -1.0 if value is None else float(value)
 
     @property
     def _deployed_share(self) -> float | None:
