@@ -81,12 +81,12 @@ def run_front(args) -> int:
 
     from fcpo.reproduction.grid import GridSpec, job_name
 
-    spec = GridSpec.front(dataset=args.dataset, data_dir=args.data_dir, methods=tuple(args.methods),
+    spec = GridSpec.front(dataset=args.dataset, data_dir=args.data_dir or None, methods=tuple(args.methods),
                           constraint_modes=("expected",), long_term_alpha=None, alphas=tuple(args.alphas),
                           ppo_alphas=tuple(args.alphas), seeds=tuple(args.seeds))
     jobs = [j for j in spec.jobs() if j["alpha"] < 1.0]
     if args.per_slate_check:
-        check = GridSpec.front(dataset=args.dataset, data_dir=args.data_dir, methods=("fcpo",),
+        check = GridSpec.front(dataset=args.dataset, data_dir=args.data_dir or None, methods=("fcpo",),
                                constraint_modes=("per-slate",), long_term_alpha=None, alphas=(0.4,),
                                seeds=(args.seeds[0],))
         jobs += check.jobs()
