@@ -107,7 +107,7 @@ class RolloutConfig(SlateActorCriticConfig):
     calibrate_offset: bool = param(False, "expected mode: project the policy onto the deployed-cost constraint after "
                                          "every update with the popular-group logit offset (module docstring)")
     calibration_margin: float = param(0.02, "expected mode: the offset targets a deployed share of α' minus this")
-    calibration_users: float = param(0.5, "expected mode: fraction of training users in the deployed-cost estimate")
+    calibration_users: float = param(0.25, "expected mode: fraction of training users in the deployed-cost estimate")
     calibration_tolerance: float = param(0.01, "expected mode: the offset search stops within this share of its "
                                                 "target")
 
@@ -258,7 +258,8 @@ class SlateActorCritic(Checkpointed):
         """Set the actor's popular-group offset λ ≥ 0 to (about) the smallest value whose deployed share
         (:meth:`deployed_share`, one noise seed for every trial) is at most α' − ``calibration_margin``.
 
-        The share decreases in λ.  Trials start at the current λ and stop at a share within
+        The share decreases in λ.  Trials start at the current λ plus the last calibration's rise of λ
+        (updates drift the same way from one iteration to the next) and stop at a share within
         ``calibration_tolerance`` below the target (or at λ = 0 below it), at most
         :data:`MAX_CALIBRATION_TRIALS`.  Until the target is bracketed, a Newton step on the last
         sensitivity −dshare/dλ (kept from the previous calibration; at first a step of 5 % of the score
@@ -281,7 +282,10 @@ class SlateActorCritic(Checkpointed):
 
         lam0 = float(policy.popular_offset)
         lo = hi = None  # (λ, share): the largest infeasible / smallest feasible λ tried
-        lam, share = lam0, share_at(lam0)
+        # the first trial repeats the last calibration's change of λ (the updates drift one way)
+        drift = self._record(3) if self._record(3) is not None and lam0 > 0 else 0.0
+        lam = lam0 + drift
+        share = share_at(lam)
         side = 0
         while not done(lam, share) and len(trials) < MAX_CALIBRATION_TRIALS:
             if share > target:
@@ -312,6 +316,7 @@ class SlateActorCritic(Checkpointed):
         else:
             hi = (lam, share) if hi is None or lam < hi[0] else hi
         best = hi if hi is not None else lo  # the feasible end, or the largest λ tried
+        self._set_record(3, max(0.0, best[0] - lam0))  # kept only upward: the momentum of the next first trial
         policy.set_popular_offset(best[0])
         self._set_record(0, best[1])
         return {"popular_offset": best[0], "deployed_share": best[1], "calibration_trials": float(len(trials))}

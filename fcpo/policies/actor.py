@@ -93,9 +93,9 @@ class SlateActor(Policy):
         # λ of the popular-group logit offset (module docstring); saved with the actor, 0 = no offset
         self.register_buffer("popular_offset", torch.zeros((), dtype=torch.float32))
         # the calibration's record, kept with λ so that training resumes identically: its deployed-share
-        # estimate at λ, the sensitivity −dshare/dλ and the score spread (−1 = not measured yet; all are >= 0,
-        # and a NaN would read as divergence to the checkpoint's finiteness check)
-        self.register_buffer("offset_calibration", torch.full((3,), -1.0, dtype=torch.float64))
+        # estimate at λ, the sensitivity −dshare/dλ, the score spread and |the last change of λ| (−1 = not
+        # measured yet; all are >= 0, and a NaN would read as divergence to the checkpoint's finiteness check)
+        self.register_buffer("offset_calibration", torch.full((4,), -1.0, dtype=torch.float64))
         self.residual_user = residual_user
         self.temperature = float(temperature)
         self.encoder = StateEncoder(n_history, self.user_dim, hidden)
@@ -153,7 +153,7 @@ class SlateActor(Policy):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # checkpoints written before the offset existed load as λ = 0, never calibrated
         state_dict.setdefault(prefix + "popular_offset", torch.zeros((), dtype=torch.float32))
-        state_dict.setdefault(prefix + "offset_calibration", torch.full((3,), -1.0, dtype=torch.float64))
+        state_dict.setdefault(prefix + "offset_calibration", torch.full((4,), -1.0, dtype=torch.float64))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def cap_for(self, k: int) -> int | None:
