@@ -107,7 +107,7 @@ class RolloutConfig(SlateActorCriticConfig):
     calibrate_offset: bool = param(False, "expected mode: project the policy onto the deployed-cost constraint after "
                                          "every update with the popular-group logit offset (module docstring)")
     calibration_margin: float = param(0.02, "expected mode: the offset targets a deployed share of α' minus this")
-    calibration_users: float = param(0.25, "expected mode: fraction of training users in the deployed-cost estimate")
+    calibration_users: float = param(0.5, "expected mode: fraction of training users in the deployed-cost estimate")
     calibration_tolerance: float = param(0.01, "expected mode: the offset search stops within this share of its "
                                                 "target")
 
@@ -159,6 +159,8 @@ def item_features(item_embeddings: np.ndarray, train_counts: np.ndarray, popular
 
 #: most deployed-share rollouts one calibration runs (:meth:`SlateActorCritic.calibrate_offset`)
 MAX_CALIBRATION_TRIALS = 8
+#: a trial within this many tolerances of the aim ends the calibration with an unmeasured Newton step
+NEWTON_ACCEPT = 3.0
 
 
 class SlateActorCritic(Checkpointed):
@@ -264,8 +266,11 @@ class SlateActorCritic(Checkpointed):
         :data:`MAX_CALIBRATION_TRIALS`.  Until the target is bracketed, a Newton step on the last
         sensitivity −dshare/dλ (kept from the previous calibration; at first a step of 5 % of the score
         spread, doubled while the share stays on one side); once bracketed, Illinois regula falsi.  The
-        answer is the feasible end of the bracket (the largest λ tried if none is feasible).  Returns the
-        offset, its estimated share and the number of trials."""
+        answer is the feasible end of the bracket (the largest λ tried if none is feasible), except that a
+        trial within :data:`NEWTON_ACCEPT` tolerances of the aim (target − tolerance/2) on a known slope
+        ends with the Newton step itself, unmeasured, its share predicted as the aim (one rollout per
+        iteration once the offset tracks the updates).  Returns the offset, its estimated share and the
+        number of trials."""
         cfg, policy = self.config, self.policy
         target = cfg.alpha_prime - cfg.calibration_margin
         tol = cfg.calibration_tolerance
@@ -287,7 +292,12 @@ class SlateActorCritic(Checkpointed):
         lam = lam0 + drift
         share = share_at(lam)
         side = 0
+        predicted = None  # (λ, share) of an unmeasured Newton step, when the last trial was close enough
         while not done(lam, share) and len(trials) < MAX_CALIBRATION_TRIALS:
+            if (self._sensitivity is not None and abs(share - aim) <= NEWTON_ACCEPT * tol
+                    and lam + (share - aim) / self._sensitivity >= 0.0):
+                predicted = (lam + (share - aim) / self._sensitivity, aim)  # a short step on a known slope
+                break
             if share > target:
                 lo = (lam, share) if lo is None or lam > lo[0] else lo
             else:
@@ -311,11 +321,13 @@ class SlateActorCritic(Checkpointed):
                 slope = -(share - trials[-2][1]) / (lam - trials[-2][0])
                 if slope > 0:
                     self._set_record(1, slope)
-        if share > target:
+        if predicted is None and share > target:
             lo = (lam, share) if lo is None or lam > lo[0] else lo
-        else:
+        elif predicted is None:
             hi = (lam, share) if hi is None or lam < hi[0] else hi
         best = hi if hi is not None else lo  # the feasible end, or the largest λ tried
+        if predicted is not None:
+            best = predicted
         self._set_record(3, max(0.0, best[0] - lam0))  # kept only upward: the momentum of the next first trial
         policy.set_popular_offset(best[0])
         self._set_record(0, best[1])
