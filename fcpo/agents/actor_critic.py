@@ -107,7 +107,7 @@ class RolloutConfig(SlateActorCriticConfig):
     calibrate_offset: bool = param(False, "expected mode: project the policy onto the deployed-cost constraint after "
                                          "every update with the popular-group logit offset (module docstring)")
     calibration_margin: float = param(0.02, "expected mode: the offset targets a deployed share of α' minus this")
-    calibration_users: float = param(0.5, "expected mode: fraction of training users in the deployed-cost estimate")
+    calibration_users: float = param(0.34, "expected mode: fraction of training users in the deployed-cost estimate")
     calibration_tolerance: float = param(0.01, "expected mode: the offset search stops within this share of its "
                                                 "target")
 
