@@ -18,8 +18,8 @@
   under the deployment candidate rule (training items and earlier recommendations excluded; no test
   data is read).  After every update (and before the first) the actor's popular-group logit offset λ ≥ 0
   (:meth:`fcpo.policies.actor.SlateActor.set_popular_offset`, the exponential tilt of the policy by the
-  cost) is set by a bracketed secant search to the smallest λ whose estimated share is at most
-  α' − ``calibration_margin``: a projection of the updated policy back onto the constraint set along the
+  cost) is set by a Newton / regula-falsi search (one rollout per iteration once it tracks the updates)
+  to about the smallest λ whose estimated share is at most α' − ``calibration_margin``: a projection of the updated policy back onto the constraint set along the
   KL-cheapest direction (as PCPO's projection step, Yang et al. 2020).  The policy update then measures
   the constraint on that estimate (``Batch.deployed_share``): CPO's c, PPO-Lagrangian's J_C;
 * :class:`SlateActorCritic`: the training env (built from an :class:`fcpo.envs.EnvSpec`), the slate
