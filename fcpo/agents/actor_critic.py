@@ -10,6 +10,18 @@
   the uncapped actor, the constraint is the CMDP one, E[Σ_t c_t] ≤ α'·K·T_episode (undiscounted
   per-episode G0 count, i.e. a mean popular share ≤ α'), and the deployed policy is the stochastic
   policy that was trained (``deploy_mode="sample"``: the evaluator samples it);
+* the deployed cost in ``expected`` mode (:meth:`SlateActorCritic.calibrate_offset`): the constraint is
+  put on an ESTIMATE OF THE DEPLOYED POLICY'S COST, not on the training rollout's.  Deployment removes
+  each user's training-period items from the candidates, which are popular-heavy, so a training rollout's
+  share overstates the deployed one (issue 11: 80 % train vs 72 % test for one policy).  The estimate
+  (:meth:`SlateActorCritic.deployed_share`) runs the sampled policy on a fixed subset of TRAINING users
+  under the deployment candidate rule (training items and earlier recommendations excluded; no test
+  data is read).  After every update (and before the first) the actor's popular-group logit offset λ ≥ 0
+  (:meth:`fcpo.policies.actor.SlateActor.set_popular_offset`, the exponential tilt of the policy by the
+  cost) is set by a Newton / regula-falsi search (one rollout per iteration once it tracks the updates)
+  to about the smallest λ whose estimated share is at most α' − ``calibration_margin``: a projection of the updated policy back onto the constraint set along the
+  KL-cheapest direction (as PCPO's projection step, Yang et al. 2020).  The policy update then measures
+  the constraint on that estimate (``Batch.deployed_share``): CPO's c, PPO-Lagrangian's J_C;
 * :class:`SlateActorCritic`: the training env (built from an :class:`fcpo.envs.EnvSpec`), the slate
   actor, the reward and cost critics, their Adam updates, rollouts, rollout statistics and
   checkpointed RNG states.  Subclasses add only their policy update (CPO step, or clipped PPO with
@@ -27,10 +39,10 @@ from fcpo.agents.base import check_alpha_prime, param
 from fcpo.evaluate.constraint import per_slate_cap
 from fcpo.agents.checkpoint import Checkpointed
 from fcpo.agents.ppo import fit_critics
-from fcpo.agents.rollout import Batch, collect
+from fcpo.agents.rollout import Batch, collect, run_slate_episodes
 from fcpo.metrics import gini_fcpo
 from fcpo.policies.actor import MODES, SlateActor
-from fcpo.policies.base import check_constraint_mode
+from fcpo.policies.base import SlateState, check_constraint_mode
 from fcpo.policies.networks import ValueCritic
 
 
@@ -92,9 +104,22 @@ class RolloutConfig(SlateActorCriticConfig):
     slot_credit: bool = param(True, "per-slot advantages and likelihood ratios (rollout.slot_advantages)")
     critic_epochs: int = param(2, "passes of critic fitting over each rollout")
     critic_batch: int = param(2048, "critic minibatch size")
+    calibrate_offset: bool = param(False, "expected mode: project the policy onto the deployed-cost constraint after "
+                                         "every update with the popular-group logit offset (module docstring)")
+    calibration_margin: float = param(0.02, "expected mode: the offset targets a deployed share of α' minus this")
+    calibration_users: float = param(0.34, "expected mode: fraction of training users in the deployed-cost estimate")
+    calibration_tolerance: float = param(0.01, "expected mode: the offset search stops within this share of its "
+                                                "target")
 
     def __post_init__(self):
         super().__post_init__()
+        if not 0.0 < self.calibration_users <= 1.0:
+            raise ValueError(f"{type(self).__name__}: calibration_users must lie in (0, 1], "
+                             f"got {self.calibration_users!r}")
+        if not (math.isfinite(self.calibration_margin) and 0.0 <= self.calibration_margin < 1.0):
+            raise ValueError(f"{type(self).__name__}: calibration_margin must lie in [0, 1), "
+                             f"got {self.calibration_margin!r}")
+        _positive(self, "calibration_tolerance")
         if self.actor_mode not in MODES:
             raise ValueError(f"{type(self).__name__}: actor_mode must be one of {MODES}, got {self.actor_mode!r}")
         if not 0.0 < self.users_per_iteration <= 1.0:
@@ -107,11 +132,12 @@ class RolloutConfig(SlateActorCriticConfig):
 
 def configure_constraint(actor: SlateActor, constraint: str, alpha_prime: float, is_popular) -> SlateActor:
     """Give ``actor`` the constraint's view: ``alpha_prime``, ``constraint``, ``deploy_mode`` ("greedy" for
-    per-slate, "sample" for expected) and, per-slate, the env's G0 (its cap was set at construction)."""
+    per-slate, "sample" for expected) and the env's G0 (per-slate: for its cap, set at construction;
+    expected: for its popular-group offset)."""
     actor.alpha_prime = float(alpha_prime)
     actor.constraint = check_constraint_mode(constraint, "constraint")
     actor.deploy_mode = "greedy" if constraint == "per-slate" else "sample"
-    if actor.slate_cap is not None:
+    if actor.slate_cap is not None or constraint == "expected":  # expected: for the popular-group offset
         actor.set_groups(np.asarray(is_popular, dtype=bool))
     return actor
 
@@ -129,6 +155,12 @@ def item_features(item_embeddings: np.ndarray, train_counts: np.ndarray, popular
     logc = np.log1p(np.asarray(train_counts, dtype=np.float64))
     col = (logc - logc.mean()) / (logc.std() + 1e-12) * float(np.std(item_embeddings)) * float(popularity)
     return np.concatenate([item_embeddings, col[:, None].astype(np.float32)], axis=1).astype(np.float32)
+
+
+#: most deployed-share rollouts one calibration runs (:meth:`SlateActorCritic.calibrate_offset`)
+MAX_CALIBRATION_TRIALS = 8
+#: a trial within this many tolerances of the aim ends the calibration with an unmeasured Newton step
+NEWTON_ACCEPT = 3.0
 
 
 class SlateActorCritic(Checkpointed):
@@ -162,6 +194,170 @@ class SlateActorCritic(Checkpointed):
         self.opt_c = torch.optim.Adam(self.value_c.parameters(), lr=config.critic_lr)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.rng = np.random.default_rng(seed)
+        # the projection of expected mode (never for TRPO, constrained=False, nor at α' = 1 where nothing binds)
+        self.calibrating = (config.constraint == "expected" and config.calibrate_offset and config.alpha_prime < 1.0
+                            and getattr(config, "constrained", True))
+        self._calibration_env = None
+
+    # the calibration's record lives in the actor (``offset_calibration``, saved with it): −1 = None
+    def _record(self, i: int) -> float | None:
+        value = float(self.policy.offset_calibration[i])
+        return None if value < 0 else value
+
+    def _set_record(self, i: int, value: float | None) -> None:
+        self.policy.offset_calibration[i] = -1.0 if value is None else float(value)
+
+    @property
+    def _deployed_share(self) -> float | None:
+        """The deployed-share estimate after the last calibration (None: not yet run)."""
+        return self._record(0)
+
+    @property
+    def _sensitivity(self) -> float | None:
+        """−d(deployed share)/dλ measured by the last calibration."""
+        return self._record(1)
+
+    # ------------------------------------------------------------------ deployed cost (expected mode)
+    def _calibration_setup(self):
+        """The train-split env of the estimate's users (every round(1/calibration_users)-th training user,
+        no RNG drawn) and their training-period items (excluded, as the evaluator excludes them)."""
+        if self._calibration_env is None:
+            stride = max(1, int(round(1.0 / self.config.calibration_users)))
+            rows = np.arange(0, self.n_users, stride)
+            env = self.env_spec.make_vector(len(rows), mode="train")
+            train_items = torch.as_tensor(env.env_data.split.train_items().to_mask(env.n_items, rows),
+                                          device=self.device)
+            self._calibration_env = (env, rows, train_items)
+        return self._calibration_env
+
+    @torch.no_grad()
+    def deployed_share(self, seed: int) -> float:
+        """Mean G0 share of the deployed (sampled) policy, at its current offset, on the estimate's
+        training users under the deployment candidate rule: every step of the horizon, the user's
+        training-period items, initial history and earlier recommendations excluded, share over the
+        slates of live episodes (as :func:`fcpo.evaluate.evaluate` counts it).  ``seed`` fixes the
+        sampling noise, so calls with one seed differ only through the policy (common random numbers)."""
+        env, rows, train_items = self._calibration_setup()
+        policy, k = self.policy, self.slate_size
+        generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        popular, slates = 0.0, 0
+
+        def act(state, exclude, t):
+            policy.set_groups(np.asarray(env.is_popular, dtype=bool))
+            return policy.act(state, k, mode="sample", exclude=exclude, generator=generator)
+
+        def record(step) -> None:
+            nonlocal popular, slates
+            popular += float((np.asarray(step.info["cost"], dtype=np.float64) * step.alive).sum())
+            slates += int(step.alive.sum())
+
+        policy.eval()
+        run_slate_episodes(env, rows, act, self.device, seed=int(seed), extra_exclude=train_items, until_done=False,
+                           on_step=record)
+        return popular / max(k * slates, 1)
+
+    def calibrate_offset(self, seed: int) -> dict[str, float]:
+        """Set the actor's popular-group offset λ ≥ 0 to (about) the smallest value whose deployed share
+        (:meth:`deployed_share`, one noise seed for every trial) is at most α' − ``calibration_margin``.
+
+        The share decreases in λ.  Trials start at the current λ plus the last calibration's rise of λ
+        (updates drift the same way from one iteration to the next) and stop at a share within
+        ``calibration_tolerance`` below the target (or at λ = 0 below it), at most
+        :data:`MAX_CALIBRATION_TRIALS`.  Until the target is bracketed, a Newton step on the last
+        sensitivity −dshare/dλ (kept from the previous calibration; at first a step of 5 % of the score
+        spread, doubled while the share stays on one side); once bracketed, Illinois regula falsi.  The
+        answer is the feasible end of the bracket (the largest λ tried if none is feasible), except that a
+        trial within :data:`NEWTON_ACCEPT` tolerances of the aim (target − tolerance/2) on a known slope
+        ends with the Newton step itself, unmeasured, its share predicted as the aim (one rollout per
+        iteration once the offset tracks the updates).  Returns the offset, its estimated share and the
+        number of trials."""
+        cfg, policy = self.config, self.policy
+        target = cfg.alpha_prime - cfg.calibration_margin
+        tol = cfg.calibration_tolerance
+        aim = target - 0.5 * tol
+        trials: list[tuple[float, float]] = []
+
+        def share_at(lam: float) -> float:
+            policy.set_popular_offset(lam)
+            trials.append((lam, self.deployed_share(seed)))
+            return trials[-1][1]
+
+        def done(lam: float, share: float) -> bool:
+            return target - tol <= share <= target or (lam == 0.0 and share <= target)
+
+        lam0 = float(policy.popular_offset)
+        lo = hi = None  # (λ, share): the largest infeasible / smallest feasible λ tried
+        # the first trial repeats the last calibration's change of λ (the updates drift one way)
+        drift = self._record(3) if self._record(3) is not None and lam0 > 0 else 0.0
+        lam = lam0 + drift
+        share = share_at(lam)
+        side = 0
+        predicted = None  # (λ, share) of an unmeasured Newton step, when the last trial was close enough
+        while not done(lam, share) and len(trials) < MAX_CALIBRATION_TRIALS:
+            if (self._sensitivity is not None and abs(share - aim) <= NEWTON_ACCEPT * tol
+                    and lam + (share - aim) / self._sensitivity >= 0.0):
+                predicted = (lam + (share - aim) / self._sensitivity, aim)  # a short step on a known slope
+                break
+            if share > target:
+                lo = (lam, share) if lo is None or lam > lo[0] else lo
+            else:
+                hi = (lam, share) if hi is None or lam < hi[0] else hi
+            if lo is not None and hi is not None:  # bracketed: Illinois regula falsi on share(λ) − aim
+                w_lo, w_hi = lo[1] - aim, hi[1] - aim
+                w_lo, w_hi = (w_lo / 2.0, w_hi) if side == 1 else ((w_lo, w_hi / 2.0) if side == -1 else (w_lo, w_hi))
+                nxt = hi[0] - w_hi * (hi[0] - lo[0]) / (w_hi - w_lo) if w_hi != w_lo else 0.5 * (lo[0] + hi[0])
+                nxt = min(max(nxt, lo[0] + 0.02 * (hi[0] - lo[0])), hi[0] - 0.02 * (hi[0] - lo[0]))
+            else:  # not bracketed yet: a Newton step, or a doubling step without a sensitivity
+                if self._sensitivity is not None:
+                    nxt = lam + (share - aim) / self._sensitivity * (1.0 + 0.5 * (len(trials) - 1))
+                else:
+                    step = 0.05 * self._score_scale() * 2.0 ** (len(trials) - 1)
+                    nxt = lam + step if share > target else lam - step
+                nxt = max(0.0, nxt)
+            prev_share = share
+            lam, share = nxt, share_at(nxt)
+            side = 1 if share <= target else -1
+            if lam != trials[-2][0] and share != prev_share:  # local sensitivity −dshare/dλ (> 0)
+                slope = -(share - trials[-2][1]) / (lam - trials[-2][0])
+                if slope > 0:
+                    self._set_record(1, slope)
+        if predicted is None and share > target:
+            lo = (lam, share) if lo is None or lam > lo[0] else lo
+        elif predicted is None:
+            hi = (lam, share) if hi is None or lam < hi[0] else hi
+        best = hi if hi is not None else lo  # the feasible end, or the largest λ tried
+        if predicted is not None:
+            best = predicted
+        self._set_record(3, max(0.0, best[0] - lam0))  # kept only upward: the momentum of the next first trial
+        policy.set_popular_offset(best[0])
+        self._set_record(0, best[1])
+        return {"popular_offset": best[0], "deployed_share": best[1], "calibration_trials": float(len(trials))}
+
+    @torch.no_grad()
+    def _score_scale(self) -> float:
+        """Spread of the actor's item scores on a few training states: the unit of the first offset step."""
+        if self._record(2) is None:
+            env, rows, _ = self._calibration_setup()
+            obs, _ = env.reset(options={"users": rows})
+            state = SlateState.from_numpy(obs, env.history.copy(), env.env_data.split.user_ids[env.user_rows],
+                                          self.device)
+            self._set_record(2, float(self.policy.scores(state).std(dim=1).mean()))
+        return self._record(2)
+
+    def begin_iteration(self) -> None:
+        """Expected mode: calibrate before the first update (the policy starts on the constraint)."""
+        if self.calibrating and self._deployed_share is None:
+            self.calibrate_offset(self._calibration_seed())
+
+    def end_iteration(self, iteration: int, stats: dict) -> None:
+        """Expected mode: project the updated policy onto the deployed-cost constraint (calibrate_offset);
+        ``stats`` gets the offset, the estimated deployed share after the projection and the trials."""
+        if self.calibrating:
+            stats.update(self.calibrate_offset(self._calibration_seed()))
+
+    def _calibration_seed(self) -> int:
+        """A fresh noise seed for one calibration, from the agent's (checkpointed) numpy generator."""
+        return int(self.rng.integers(2 ** 31 - 1))
 
     def rollout(self) -> Batch:
         """Roll out all training users, or a fresh sample of ``users_per_iteration`` of them."""
@@ -169,8 +365,11 @@ class SlateActorCritic(Checkpointed):
         users = (np.arange(self.n_users) if self.n_rollout == self.n_users
                  else np.sort(self.rng.choice(self.n_users, self.n_rollout, replace=False)))
         self.policy.eval()
-        return collect(self.env, self.policy, self.value_r, self.value_c, users, self.device, cfg.gamma_r, cfg.lam_r,
-                       cfg.gamma_c, cfg.lam_c, cfg.alpha_prime, self.generator)
+        batch = collect(self.env, self.policy, self.value_r, self.value_c, users, self.device, cfg.gamma_r, cfg.lam_r,
+                        cfg.gamma_c, cfg.lam_c, cfg.alpha_prime, self.generator)
+        if self.calibrating:  # the constraint is measured on the deployed policy's estimated cost
+            batch.deployed_share = self._deployed_share
+        return batch
 
     def rollout_stats(self, batch: Batch) -> dict[str, float]:
         stats = dict(
@@ -179,6 +378,7 @@ class SlateActorCritic(Checkpointed):
             discounted_cost=float(batch.ep_disc_cost.mean()), discounted_cost_limit=float(batch.ep_disc_limit.mean()),
             popular_share=batch.popular_share, episode_length=float(batch.ep_length.mean()),
             gini=gini_fcpo(batch.exposure), samples=float(batch.size))
+
         if self.policy.mode == "gaussian":
             stats["policy_std"] = float(self.policy.log_std.detach().exp().mean())
         return stats

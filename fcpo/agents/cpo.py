@@ -19,6 +19,13 @@ constraint holds on every slate, greedy or sampled, by construction; CPO still r
 trained by CPO; the deployed policy is the stochastic policy that was trained (``deploy_mode =
 "sample"``), because that is the policy whose cost the constraint bounds (the greedy policy of a
 sampled-constrained actor can sit far from it: issue 11 measured 37 % sampled vs 23 % greedy).
+With ``calibrate_offset`` (the front sets it) the constraint is put on AN ESTIMATE OF THE DEPLOYED
+POLICY'S COST: the sampled policy on training users under the deployment candidate rule (training
+items excluded), no test data; after every CPO step the actor's popular-group logit offset projects
+the policy back onto that constraint, and CPO's c is measured on the estimate
+(:mod:`fcpo.agents.actor_critic`, ``Batch.deployed_share``).  Without it CPO measured c on the
+training rollout, which overstates the deployed share, and sat in the infeasible recovery case whose
+step ignores the limit (issue 11: one identical run at α' = 0.2, 0.4 and 0.6).
 
 Constraint units.  One number, the limit on the expected UNdiscounted per-episode cost:
 J_C(π) = E[Σ_t c_t] ≤ d = α'·K·T_episode (c_t = G0 items in slate t; d summed over each episode's
@@ -80,10 +87,12 @@ class FCPOAgent(SlateActorCritic):
 
     # ------------------------------------------------------------------ iteration
     def train_iteration(self, iteration: int) -> dict[str, float]:
+        self.begin_iteration()  # expected mode: the first projection onto the deployed-cost constraint
         batch = self.rollout()
         stats = self._policy_update(batch)
         stats.update(self._critic_update(batch))
         stats.update(self.rollout_stats(batch))
+        self.end_iteration(iteration, stats)  # expected mode: project the updated policy (calibrate_offset)
         return stats
 
     def _surrogates(self, batch: Batch, adv_r, adv_c, old_logp, exclude, groups=None):

@@ -30,7 +30,10 @@ Each iteration reads top to bottom:
 Constraint modes (``constraint``): ``per-slate`` (default) caps every slate of the actor at ⌊α'K⌋
 G0 items (the multiplier then stays at 0 since J_C ≤ d) and the deployed policy is greedy;
 ``expected`` is the Lagrangian CMDP above, and the deployed policy is the sampled one that was
-trained (see :mod:`fcpo.agents.cpo`).
+trained (see :mod:`fcpo.agents.cpo`).  With ``calibrate_offset`` (off by default: the plain
+Lagrangian baseline; the front turns it on) J_C is the estimated cost of the deployed policy and the
+policy is projected onto the constraint after every update by the popular-group offset
+(:mod:`fcpo.agents.actor_critic`), so the multiplier mostly stays at 0.
 
 Several constraints.  The multiplier step and the Lagrangian advantage are vectorised over m
 named constraints (:class:`fcpo.solvers.Constraints`); the agent wires one, ``popular_exposure``
@@ -137,14 +140,18 @@ class PPOLagrangianAgent(SlateActorCritic):
 
     # ------------------------------------------------------------------ iteration
     def train_iteration(self, iteration: int) -> dict[str, float]:
+        self.begin_iteration()  # expected mode: the first projection onto the deployed-cost constraint
         batch = self.rollout()
+        # J_C: the rollout's cost, or in expected mode the deployed policy's estimated cost (Batch.c)
+        cost = float(np.mean(batch.ep_cost)) if batch.deployed_share is None else batch.c + batch.cost_limit
         constraints = Constraints((COST_NAME,), torch.tensor([batch.cost_limit], dtype=torch.float64),
-                                  torch.tensor([float(np.mean(batch.ep_cost))], dtype=torch.float64))
+                                  torch.tensor([cost], dtype=torch.float64))
         multiplier = lagrange_update(self.lagrange, constraints)
         stats = self._policy_update(batch, multiplier)
         stats.update(self._critic_update(batch))
         stats.update(self.rollout_stats(batch), c=float(constraints.c[0]))
         stats["lambda"] = float(multiplier[0])  # popular_exposure's multiplier (log key kept)
+        self.end_iteration(iteration, stats)  # expected mode: project the updated policy (calibrate_offset)
         return stats
 
     def _advantages(self, batch: Batch, multiplier: torch.Tensor) -> torch.Tensor:

@@ -125,6 +125,9 @@ class Batch:
     groups: torch.Tensor | None = None  # bool [G, n_items]: the distinct G0 masks in force during the rollout
     group_index: torch.Tensor | None = None  # int64 [S]: which of ``groups`` each sample was drawn under
     cost_limit_per_step: float = float("nan")  # α'·K
+    # the agent's estimate of the DEPLOYED policy's mean G0 share (expected mode, SlateActorCritic.calibrate_offset);
+    # when set, ``c`` is measured on it instead of on this rollout's own cost
+    deployed_share: float | None = None
 
     @property
     def cost_limit(self) -> float:
@@ -133,7 +136,12 @@ class Batch:
 
     @property
     def c(self) -> float:
-        """J_C(π) − d in undiscounted per-episode units (> 0: the constraint is violated)."""
+        """J_C(π) − d in undiscounted per-episode units (> 0: the constraint is violated).  J_C is this
+        rollout's mean Σ_t c_t, or, when ``deployed_share`` is set, the deployed policy's estimated cost
+        in the same units, deployed_share · K · mean episode length."""
+        if self.deployed_share is not None:
+            k = self.items.shape[1]
+            return float(self.deployed_share * k * self.ep_length.mean()) - self.cost_limit
         return float(self.ep_cost.mean()) - self.cost_limit
 
     def popular_mask(self, idx: torch.Tensor | None = None) -> torch.Tensor | None:
@@ -192,9 +200,11 @@ def collect(env, actor, value_r, value_c, users: np.ndarray, device: torch.devic
     ``env`` is any :class:`fcpo.envs.SlateVectorEnv` with autoreset disabled and one sub-env per user;
     the cost limit is α'·K per step.  ``sample_fn(obs, exclude) -> (items, action, log_prob)`` replaces
     ``actor.sample`` for policies that sample differently (it should read ``env.is_popular`` for the
-    groups of the step).  A capped actor (``slate_cap`` set) gets ``set_groups(env.is_popular)``
-    before every step's sampling."""
-    capped = getattr(actor, "slate_cap", None) is not None and hasattr(actor, "set_groups")
+    groups of the step).  A capped actor (``slate_cap`` set, or a slate actor with a popular offset)
+    gets ``set_groups(env.is_popular)`` before every step's sampling."""
+    # an actor whose slates depend on G0 (a cap, or the slate actor's popular offset) follows the groups in force
+    capped = hasattr(actor, "set_groups") and (getattr(actor, "slate_cap", None) is not None
+                                               or bool(getattr(actor, "group_dependent", False)))
     if sample_fn is None:
         def sample_fn(obs_t, exclude):
             return actor.sample(obs_t, exclude, generator=generator)

@@ -28,6 +28,15 @@ log-probabilities are those of the capped process (softmax: capped Plackett-Luce
 gaussian: the density of W, since the capped decoder is deterministic in W).
 ``slate_cap=None`` is exactly the unconstrained actor.
 
+Popular-group logit offset (``expected`` mode, :meth:`SlateActor.set_popular_offset`): every item
+score of a G0 item is lowered by λ ≥ 0 (``popular_offset``, a persistent buffer; 0 = the plain actor, and
+then every code path is the one without it).  For the item softmax this is the exponential tilt
+π_λ(a|s) ∝ π(a|s)·exp(−λ·c(a)) slot by slot, the KL-closest (I-projection) policy whose expected G0
+count is lowered; for the gaussian actor it is the same bias in the decoder's scores W Vᵀ − λ·1[G0]
+(the decoder stays deterministic in W, so the density of W is still the exact log-probability).  The
+agent sets λ by bisection so that the deployed policy's estimated cost meets the limit
+(:meth:`fcpo.agents.actor_critic.SlateActorCritic.calibrate_offset`).
+
 Deployment: ``deploy_mode`` ("greedy" unless an agent says otherwise: ``expected``-mode agents
 deploy the sampled policy they trained) and ``alpha_prime`` (None unless set by the agent) are read
 by :func:`fcpo.evaluate.evaluate` to evaluate the deployed policy against its own α'.
@@ -81,6 +90,12 @@ class SlateActor(Policy):
         self.has_groups = False
         if is_popular is not None:
             self.set_groups(is_popular)
+        # λ of the popular-group logit offset (module docstring); saved with the actor, 0 = no offset
+        self.register_buffer("popular_offset", torch.zeros((), dtype=torch.float32))
+        # the calibration's record, kept with λ so that training resumes identically: its deployed-share
+        # estimate at λ, the sensitivity −dshare/dλ, the score spread and |the last change of λ| (−1 = not
+        # measured yet; all are >= 0, and a NaN would read as divergence to the checkpoint's finiteness check)
+        self.register_buffer("offset_calibration", torch.full((4,), -1.0, dtype=torch.float64))
         self.residual_user = residual_user
         self.temperature = float(temperature)
         self.encoder = StateEncoder(n_history, self.user_dim, hidden)
@@ -103,6 +118,43 @@ class SlateActor(Policy):
                              f"got dtype {mask.dtype} shape {list(mask.shape)}")
         self.is_popular.copy_(mask)
         self.has_groups = True
+
+    def set_popular_offset(self, value: float) -> None:
+        """Set λ ≥ 0, the amount every G0 item's score is lowered by (module docstring); needs the groups."""
+        value = float(value)
+        if not (math.isfinite(value) and value >= 0.0):
+            raise ValueError(f"popular_offset must be a finite number >= 0, got {value!r}")
+        if value and self.cap_active(self.k):
+            raise ValueError("SlateActor.set_popular_offset: the offset is for the uncapped (expected-mode) actor; "
+                             f"this one caps every slate at {self.slate_cap} G0 items")
+        if value and not self.has_groups:
+            raise RuntimeError("SlateActor.set_popular_offset: the offset acts on the popular group G0; call "
+                               "set_groups() first")
+        self.popular_offset.fill_(value)
+
+    @property
+    def offset_active(self) -> bool:
+        return bool(self.popular_offset != 0)
+
+    @property
+    def group_dependent(self) -> bool:
+        """Whether the actor's slates depend on the G0 in force (a binding cap or a non-zero offset)."""
+        return self.cap_active(self.k) or self.offset_active
+
+    def _offset_scores(self, scores: torch.Tensor, is_popular: torch.Tensor | None = None) -> torch.Tensor:
+        """``scores`` [..., n_items] with λ subtracted from G0 items (unchanged, same tensor, when λ = 0)."""
+        if not self.offset_active:
+            return scores
+        groups = self._groups(is_popular)
+        if groups.dim() == 2 and scores.dim() == 3:
+            groups = groups.unsqueeze(1)
+        return scores - self.popular_offset * groups.to(scores.dtype)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the offset existed load as λ = 0, never calibrated
+        state_dict.setdefault(prefix + "popular_offset", torch.zeros((), dtype=torch.float32))
+        state_dict.setdefault(prefix + "offset_calibration", torch.full((4,), -1.0, dtype=torch.float64))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def cap_for(self, k: int) -> int | None:
         """The cap on a k-item list: ``slate_cap`` for the K-slate; for another list length the
@@ -163,10 +215,11 @@ class SlateActor(Policy):
         if self.cap_active(self.k):
             return capped_row_decode_from_embeddings(w, self.items, self.slate_cap, self._groups(is_popular), exclude)
         if exclude is not None:  # scores with excluded items at -inf, fused into one batched GEMM
-            bias = torch.where(exclude, float("-inf"), 0.0).to(w.dtype).unsqueeze(1)
+            bias = torch.where(exclude, float("-inf"), 0.0).to(w.dtype)
+            bias = self._offset_scores(bias, is_popular).unsqueeze(1)
             scores = torch.baddbmm(bias, w, self.items.T.expand(w.shape[0], self.dim, self.n_items))
         else:
-            scores = w @ self.items.T  # [B, K, n_items]
+            scores = self._offset_scores(w @ self.items.T, is_popular)  # [B, K, n_items]
         return row_decode(scores)
 
     def decode_reference(self, action: torch.Tensor, exclude: torch.Tensor | None = None,
@@ -175,7 +228,7 @@ class SlateActor(Policy):
         w = action.view(-1, self.k, self.dim)
         cap = self.slate_cap if self.cap_active(self.k) else None
         groups = self._groups(is_popular) if cap is not None else None
-        return capped_row_decode_reference(w @ self.items.T, cap, groups, exclude)
+        return capped_row_decode_reference(self._offset_scores(w @ self.items.T, is_popular), cap, groups, exclude)
 
     # ----- item scores (softmax mode and greedy ranking)
     def scores(self, state: SlateState) -> torch.Tensor:
@@ -185,8 +238,12 @@ class SlateActor(Policy):
         catalogue is scored by one [B, d] × [d, n] product instead of K of them (K× fewer flops)."""
         mean = self.mean_action(state.obs)
         if self.mode == "softmax":
-            return mean @ self.items.T / self.temperature
-        return mean.view(-1, self.k, self.dim).mean(dim=1) @ self.items.T
+            return self._softmax_scores(mean)
+        return self._offset_scores(mean.view(-1, self.k, self.dim).mean(dim=1) @ self.items.T)
+
+    def _softmax_scores(self, query: torch.Tensor, is_popular: torch.Tensor | None = None) -> torch.Tensor:
+        """Softmax-mode item scores q·v/τ − λ·1[G0] [B, n_items]."""
+        return self._offset_scores(query @ self.items.T / self.temperature, is_popular)
 
     def sample(self, obs: torch.Tensor, exclude: torch.Tensor | None = None, greedy: bool = False,
                generator: torch.Generator | None = None, is_popular: torch.Tensor | None = None):
@@ -203,7 +260,7 @@ class SlateActor(Policy):
                 noise = torch.randn(dist.mean.shape, device=obs.device, generator=generator)
                 w = dist.mean + dist.stddev * noise
             return self.decode(w, exclude, is_popular), w, dist.log_prob(w).sum(dim=1)
-        s = self.mean_action(obs) @ self.items.T / self.temperature
+        s = self._softmax_scores(self.mean_action(obs), is_popular)
         cap = self.cap_for(self.k)
         groups = self._groups(is_popular) if self.cap_active(self.k) else None
         if greedy:
@@ -222,7 +279,7 @@ class SlateActor(Policy):
         if self.mode == "gaussian":
             lp = self.distribution(obs).log_prob(action).view(-1, self.k, self.dim).sum(dim=2)
             return lp if per_slot else lp.sum(dim=1)
-        s = self.mean_action(obs) @ self.items.T / self.temperature
+        s = self._softmax_scores(self.mean_action(obs), is_popular)
         cap = self.cap_for(self.k)
         groups = self._groups(is_popular) if self.cap_active(self.k) else None
         return capped_plackett_luce_log_prob(s, action.long(), cap, groups, exclude, per_slot=per_slot)
@@ -239,7 +296,7 @@ class SlateActor(Policy):
             var, old_var = (2 * log_std).exp(), (2 * old["log_std"]).exp()
             kl = log_std - old["log_std"] + (old_var + (old["mean"] - mu) ** 2) / (2 * var) - 0.5
             return kl.sum(dim=1).mean()
-        s = self.mean_action(obs) @ self.items.T / self.temperature
+        s = self._softmax_scores(self.mean_action(obs))
         if exclude is not None:
             s = s.masked_fill(exclude, -1e9)
         logp, old_logp = torch.log_softmax(s, dim=1), old["log_softmax"]
@@ -250,7 +307,7 @@ class SlateActor(Policy):
         """Detached statistics of the current policy for :meth:`kl_from`."""
         if self.mode == "gaussian":
             return {"mean": self.mean_action(obs), "log_std": self.log_std.expand(obs.shape[0], -1).clone()}
-        s = self.mean_action(obs) @ self.items.T / self.temperature
+        s = self._softmax_scores(self.mean_action(obs))
         if exclude is not None:
             s = s.masked_fill(exclude, -1e9)
         return {"log_softmax": torch.log_softmax(s, dim=1)}
