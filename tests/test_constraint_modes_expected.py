@@ -170,10 +170,12 @@ def test_short_expected_run_ends_tight_below_the_limit_on_the_deployed_policy(na
 
 
 def test_per_slate_and_alpha_one_never_calibrate():
+    assert FCPOConfig(alpha_prime=ALPHA, constraint="expected").calibrate_offset  # on by default
     for agent in (_agent("fcpo", constraint="per-slate"), _agent("fcpo", alpha=1.0),
                   make_agent("trpo", TRPOConfig(alpha_prime=ALPHA, constraint="expected", calibrate_offset=True),
                              STATIC, "cpu", 0),
-                  make_agent("fcpo", FCPOConfig(alpha_prime=ALPHA, constraint="expected"), STATIC, "cpu", 0)):
+                  make_agent("fcpo", FCPOConfig(alpha_prime=ALPHA, constraint="expected", calibrate_offset=False),
+                             STATIC, "cpu", 0)):
         assert not agent.calibrating
         stats = agent.train_iteration(0)
         assert "popular_offset" not in stats and float(agent.policy.popular_offset) == 0.0

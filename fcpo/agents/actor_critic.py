@@ -104,7 +104,7 @@ class RolloutConfig(SlateActorCriticConfig):
     slot_credit: bool = param(True, "per-slot advantages and likelihood ratios (rollout.slot_advantages)")
     critic_epochs: int = param(2, "passes of critic fitting over each rollout")
     critic_batch: int = param(2048, "critic minibatch size")
-    calibrate_offset: bool = param(False, "expected mode: project the policy onto the deployed-cost constraint after "
+    calibrate_offset: bool = param(True, "expected mode: project the policy onto the deployed-cost constraint after "
                                          "every update with the popular-group logit offset (module docstring)")
     calibration_margin: float = param(0.02, "expected mode: the offset targets a deployed share of α' minus this")
     calibration_users: float = param(0.34, "expected mode: fraction of training users in the deployed-cost estimate")

@@ -19,7 +19,7 @@ constraint holds on every slate, greedy or sampled, by construction; CPO still r
 trained by CPO; the deployed policy is the stochastic policy that was trained (``deploy_mode =
 "sample"``), because that is the policy whose cost the constraint bounds (the greedy policy of a
 sampled-constrained actor can sit far from it: issue 11 measured 37 % sampled vs 23 % greedy).
-With ``calibrate_offset`` (the front sets it) the constraint is put on AN ESTIMATE OF THE DEPLOYED
+With ``calibrate_offset`` (the default; ``False`` gives the plain CPO path) the constraint is put on AN ESTIMATE OF THE DEPLOYED
 POLICY'S COST: the sampled policy on training users under the deployment candidate rule (training
 items excluded), no test data; after every CPO step the actor's popular-group logit offset projects
 the policy back onto that constraint, and CPO's c is measured on the estimate

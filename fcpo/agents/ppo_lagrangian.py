@@ -30,8 +30,8 @@ Each iteration reads top to bottom:
 Constraint modes (``constraint``): ``per-slate`` (default) caps every slate of the actor at ⌊α'K⌋
 G0 items (the multiplier then stays at 0 since J_C ≤ d) and the deployed policy is greedy;
 ``expected`` is the Lagrangian CMDP above, and the deployed policy is the sampled one that was
-trained (see :mod:`fcpo.agents.cpo`).  With ``calibrate_offset`` (off by default: the plain
-Lagrangian baseline; the front turns it on) J_C is the estimated cost of the deployed policy and the
+trained (see :mod:`fcpo.agents.cpo`).  With ``calibrate_offset`` (the default; ``False``
+gives the plain Lagrangian baseline) J_C is the estimated cost of the deployed policy and the
 policy is projected onto the constraint after every update by the popular-group offset
 (:mod:`fcpo.agents.actor_critic`), so the multiplier mostly stays at 0.
 
