@@ -59,3 +59,17 @@ def test_checkpoint_round_trip_resumes_identically():
         torch.testing.assert_close(pa, pb, rtol=0, atol=0)
     with pytest.raises(KeyError, match="numpy_rng"):
         b.load_state_dict({k: v for k, v in state.items() if k != "numpy_rng"})
+
+
+def test_solver_opt_ins_reach_the_cpo_update():
+    """``kl_rescale_backtracking`` / ``cost_solve`` are agent config fields (``fcpo-train --set``) that reach
+    the solver; a bad value is refused when the config is built."""
+    cfg = FCPOConfig(alpha_prime=0.2, cost_solve="subspace", cost_subspace_dim=3, kl_rescale_backtracking=True,
+                     **FAST)
+    solver = cfg.solver_config()
+    assert (solver.cost_solve, solver.cost_subspace_dim, solver.kl_rescale_backtracking) == ("subspace", 3, True)
+    agent = make_agent("fcpo", cfg, ENV, "cpu", 0)
+    stats = agent.train_iteration(0)
+    assert math.isfinite(stats["kl"]) and stats["kl"] <= cfg.max_kl * 1.0001
+    with pytest.raises(ValueError, match="cost_solve"):
+        FCPOConfig(alpha_prime=0.2, cost_solve="qr")

@@ -63,6 +63,12 @@ class FCPOConfig(RolloutConfig):
     damping: float = param(0.1, "Tikhonov damping added to the Fisher matrix")
     backtrack_ratio: float = param(0.8, "line-search step shrink factor")
     max_backtracks: int = param(10, "line-search steps before the update is rejected")
+    kl_rescale_backtracking: bool = param(False, "after a trial rejected only for its KL, shrink the step by "
+                                                 "max(backtrack_ratio, 0.99·sqrt(δ/KL)) (opt-in; fewer iterations "
+                                                 "to the operating point, benchmarks/time_to_target.py)")
+    cost_solve: str = param("cg", "H⁻¹b: 'cg' (conjugate gradient, exact to cg_iters) or 'subspace' (the g-solve's "
+                                  "CG directions plus b and Krylov vectors of b; cheaper, approximate)")
+    cost_subspace_dim: int = param(2, "cost_solve='subspace': Fisher products spent on the cost direction", low=1)
 
     def __post_init__(self):
         super().__post_init__()
@@ -73,7 +79,8 @@ class FCPOConfig(RolloutConfig):
     def solver_config(self) -> CPOConfig:
         return CPOConfig(max_kl=self.max_kl, cg_iters=self.cg_iters, cg_residual_tol=self.cg_residual_tol,
                          damping=self.damping, backtrack_ratio=self.backtrack_ratio,
-                         max_backtracks=self.max_backtracks)
+                         max_backtracks=self.max_backtracks, kl_rescale_backtracking=self.kl_rescale_backtracking,
+                         cost_solve=self.cost_solve, cost_subspace_dim=self.cost_subspace_dim)
 
 
 class FCPOAgent(SlateActorCritic):
