@@ -6,14 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from benchmark_scripts import load_benchmark
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("fcpo_bench_alignment", REPO / "benchmarks" / "alignment.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("alignment")
 
 
 def _check(result: dict, expect_rows):

@@ -1,22 +1,20 @@
 """benchmarks/ialp.py: a seconds-long smoke run in the default suite; the real run under ``-m benchmark``."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 
+from benchmark_scripts import load_benchmark
+
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ["none", "iALP", "A-iALP_ft", "A-iALP_ap"]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("fcpo_bench_ialp", REPO / "benchmarks" / "ialp.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("ialp")
 
 
 @pytest.fixture(autouse=True)

@@ -2,14 +2,12 @@
 and every row carries its thread count and load averages."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
+
+from benchmark_scripts import load_benchmark
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -18,15 +16,7 @@ def bench(tmp_path, monkeypatch):
     monkeypatch.delenv("FCPO_DATA_DIR", raising=False)
     old = torch.get_num_threads()
     torch.set_num_threads(1)
-    path = REPO / "benchmarks" / "eval_speed.py"
-    spec = importlib.util.spec_from_file_location("fcpo_bench_eval_speed", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(path.parent))
-    yield module
+    yield load_benchmark("eval_speed")
     torch.set_num_threads(old)
 
 

@@ -2,7 +2,6 @@
 comparison rules on hand-made records, the CPU-drawn randomness, and the clean skip without CUDA."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from benchmark_scripts import load_benchmark
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,14 +19,7 @@ SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("fcpo_bench_gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
-    return module
+    return load_benchmark("gpu_check")
 
 
 def _env(tmp_path) -> dict:

@@ -1,18 +1,14 @@
 """benchmarks/lm_cost.py: the cost arithmetic on hand-checked unit costs, and a seconds-long run on the tiny GPT-2."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmark_scripts import load_benchmark
+
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("fcpo_bench_lm_cost", REPO / "benchmarks" / "lm_cost.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("lm_cost")
 
 
 UNIT = {"sft_per_prompt": 2.0, "dpo_per_pair": 3.0, "sdpo3_per_group": 4.0, "sdpo8_per_group": 5.0,
