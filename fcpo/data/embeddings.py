@@ -37,7 +37,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 import zipfile
 from dataclasses import asdict, dataclass, field, fields
@@ -46,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from fcpo.data.dataset import RatingsData
-from fcpo.data.fileio import exclusive_lock
+from fcpo.data.fileio import atomic_write, exclusive_lock
 from fcpo.data.split import EpisodeSplit
 
 log = logging.getLogger(__name__)
@@ -343,19 +342,9 @@ def _default_cache_dir() -> Path:
 
 
 def _save(path: Path, emb: Embeddings, key: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npz.part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, user=emb.user, item=emb.item, key=np.array(key),
-                     config=np.array(json.dumps(emb.config.to_dict(), sort_keys=True)),
-                     stats=np.array(json.dumps(emb.stats, sort_keys=True)))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: np.savez(fh, user=emb.user, item=emb.item, key=np.array(key),
+                                           config=np.array(json.dumps(emb.config.to_dict(), sort_keys=True)),
+                                           stats=np.array(json.dumps(emb.stats, sort_keys=True))))
 
 
 def _load(path: Path, key: str, config: MFConfig, n_users: int, n_items: int) -> Embeddings:
