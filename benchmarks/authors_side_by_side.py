@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import queue
 import statistics
@@ -124,6 +123,39 @@ ADAPTATIONS = {
     "env": [
         "no adaptation: fair_env.Environment(**notebook env args).step(actions, item_idxes) on random items; "
         "reset() before each timed block is outside the timing",
+    ],
+}
+
+#: what differs in the work the two sides do (the numbers are in each row's ``work``)
+UNEQUAL = {
+    "common": [
+        "their notebook ran on a GPU (cuda:3); here both sides run on the CPU with one thread",
+        "users: ours 932 (our split of ml-100k), theirs 943 (their preprocessed train/test CSVs)",
+    ],
+    "iteration": [
+        "slate size: ours K = 5 items per user-step (fcpo-train's default), theirs K = 1",
+        "Fisher products: ours on a 20 % subsample of the states (fvp_subsample 0.2), damping 0.1; theirs on the "
+        "full batch, undamped (CPO's cg_damping is never passed to get_Hvp_fun)",
+        "CG: both at most 10 iterations per solve; theirs always solves for g and b (20 products), ours skips "
+        "the cost solve when the constraint is inactive and solves jointly otherwise",
+        "critics: ours Adam, 2 epochs of 2048-sample minibatches on the current batch; theirs LBFGS "
+        "(max_iter 25) on the current and the previous batch",
+        "line search: theirs at most 10 trials (the notebook's line_search_max_iter=20 is never used by "
+        "update_policy), ours at most 10 backtracks",
+        "policies differ in form and size (actor_parameters in work): theirs mlp is the form of their shipped "
+        "model, gru the notebook's Actor without its (unpublished) user input",
+    ],
+    "env": [
+        "ours returns the Gymnasium observation, reward, cost and info of every user; theirs the state array, "
+        "discounted hits, popular-item costs and hits (it updates the state only for users with a hit)",
+    ],
+    "eval": [
+        "metrics: ours precision/recall/F1/NDCG/HR at every cut-off and exposure; theirs recall/HR/precision/NDCG "
+        "at every cut-off plus a Gini coefficient and popular rate per step",
+        "ours ranks with the mean of its K = 5 actor rows (one product with the item matrix), theirs with its "
+        "single mean action (one product); both mask items already shown",
+        "ours builds its test env from the cache inside the timing; theirs builds fair_env.Environment inside "
+        "the timing (CSV and .npy reading outside)",
     ],
 }
 
@@ -203,14 +235,15 @@ def cases(measures, policies, env_slate_sizes) -> list[dict]:
     return out
 
 
-def adaptations_for(case_list) -> list[str]:
-    """Every adaptation behind the cases run (common ones first), each once."""
+def adaptations_for(case_list, table=None) -> list[str]:
+    """Every entry of ``table`` (default :data:`ADAPTATIONS`) behind the cases run, common ones first, each once."""
+    table = ADAPTATIONS if table is None else table
     keys = ["common"]
     for case in case_list:
         keys += [case["measure"]] + ([f"{case['measure']}/{case['policy']}"] if "policy" in case else [])
     out = []
     for key in keys:
-        for item in ADAPTATIONS.get(key, []):
+        for item in table.get(key, []):
             if item not in out:
                 out.append(item)
     return out
@@ -490,7 +523,7 @@ class TheirsWorker:
 
     # ---- one training iteration: their CPO.train, paused between episodes
     def _prepare_iteration(self, policy: str):
-        torch, m = self.torch, self.m
+        m = self.m
         args = self.env_args("train")
         env = m["fair_env"].Environment(**args)
         actor, value_fun, cost_fun = self.build_models(policy)
@@ -625,7 +658,8 @@ class TheirsWorker:
                 hits.append(info.squeeze())
                 ginis.append(gini(torch.cat((counts.float(), torch.zeros(self.n_items - len(counts)))).numpy()))
             indicator = self.item_indicator[torch.stack(picks).transpose(0, 1).numpy()]
-            pop_rate = [np.sum(indicator[:, :i + 1]) / ((i + 1) * indicator.shape[0]) for i in range(indicator.shape[1])]
+            pop_rate = [np.sum(indicator[:, :i + 1]) / ((i + 1) * indicator.shape[0])
+                        for i in range(indicator.shape[1])]
             history_length = torch.sum(test_env.current_user_history, 1).numpy()
             report = m["test_ranking"].get_test_results(torch.stack(hits).transpose(0, 1).numpy(), history_length,
                                                        ginis, steps)
@@ -739,7 +773,8 @@ def run_benchmark(args) -> dict:
                               f"cpu {last['cpu_s']:8.3f} s  load {loads[-1]:.2f}", flush=True)
                     row = {**case, **compare(runs["ours"], runs["theirs"]), "load_1min_after_each_run": loads}
                     measures[case["name"]] = row
-                    print(f"{case['name']:<16s} theirs/ours: cpu {row['ratio_cpu']:.2f}x  wall {row['ratio_wall']:.2f}x "
+                    print(f"{case['name']:<16s} theirs/ours: cpu {row['ratio_cpu']:.2f}x  "
+                          f"wall {row['ratio_wall']:.2f}x "
                           f"(medians: ours {row['ours']['median_cpu_s']:.3f} / theirs "
                           f"{row['theirs']['median_cpu_s']:.3f} CPU-s)", flush=True)
             finally:
@@ -754,6 +789,7 @@ def run_benchmark(args) -> dict:
             "threads_per_side": 1, "schedule": "alternating pairs: ours, theirs, ours, theirs, ...",
             "ratio": "theirs / ours (> 1: ours is faster), of the medians; pair_ratio_*: per pair",
             "adaptations": adaptations, "instrumentation": INSTRUMENTATION,
+            "unequal_work": adaptations_for(case_list, UNEQUAL),
             "load_avg_start": start["load_avg"], "load_avg_end": end["load_avg"], "measures": measures}
 
 
