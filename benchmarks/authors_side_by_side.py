@@ -27,15 +27,29 @@ The authors' policy comes in two forms (``--authors-policy``): ``mlp`` -- ``mode
 over the flattened 5-item state (500 -> 64 -> 100) and ``models.build_mlp`` critics, the pipeline their
 published ``simulators.py`` and ``cpo.py`` run unchanged and the architecture of the one model they
 ship (``fcpo/model/tempmodel_ml-1m.pkl``: a Sequential, 500 inputs, 64 hidden); ``gru`` -- their notebook's
-``models.Actor`` / ``models.Critic`` (a GRU over the history), reached through thin shims (listed below).
+``models.Actor`` / ``models.Critic`` (a GRU over the history), reached through thin shims.
 The notebook's own Actor/Critic took a user input as well; that version is not published.
 
-Every adaptation made to run their code is listed in the output (``adaptations``) and printed; their
-files are never edited (their folder is put on ``sys.path`` of a separate worker process; each side runs
-in its own process, with ``OMP_NUM_THREADS=1`` and ``torch.set_num_threads(1)``, so their module names
-and globals never meet ours).  Per measure the output holds both sides' wall and process-CPU seconds per
-repeat, their medians, the ratios theirs/ours (CPU and wall, of the medians, and per pair) and the work
-each side does per unit, plus the machine's thread count and load average (``_common.write_json``).
+What had to be adapted (their files are untouched; nothing was needed for Python 3.11 / torch 2 / numpy 2):
+
+* training: the notebook's ``line_search_max_step_len=1`` is dropped (the published ``CPO.__init__`` has no
+  such parameter) and ``CPO.train(n)`` gets one argument (not the notebook's ``(n, modelPath)``); the
+  published ``SinglePathSimulator`` replaces the notebook's cell-2 simulator, which needs an unpublished
+  two-argument Actor, a 5-value ``Environment.step`` and ``Trajectory.users``; ``gru`` only: the Actor is
+  wrapped to reshape the flat observations back to [B, 5, 100] and the Critic to split cpo.py's
+  state-with-time into its two arguments;
+* evaluation: the notebook's cell is driving code here; ``model(states, users)`` goes through a wrapper
+  that ignores the users; the published ``Environment.step`` returns 4 values where the notebook unpacks
+  5; an untrained policy replaces the unpublished trained pickle;
+* env: nothing.
+
+Every adaptation is listed in the output (``adaptations``) with its reason and printed, as is what
+differs in the work of the two sides (``unequal_work``).  Their folder is put on ``sys.path`` of a
+separate worker process: each side runs in its own process, with ``OMP_NUM_THREADS=1`` and
+``torch.set_num_threads(1)``, so their module names and globals never meet ours.  Per measure the
+output holds both sides' wall and process-CPU seconds per repeat, their medians, the ratios theirs/ours
+(CPU and wall, of the medians, and per pair) and the work each side does per unit, plus the machine's
+thread count and load average (``_common.write_json``).
 
 Getting their code (GPL: never copy it into this repository)::
 
@@ -44,8 +58,10 @@ Getting their code (GPL: never copy it into this repository)::
 Command::
 
     python benchmarks/authors_side_by_side.py --authors-dir /tmp/authors-fcpo --dataset ml-100k \\
-        [--repeats 5] [--measures iteration env eval] [--authors-policy mlp gru] \\
-        [--out results/benchmarks/authors_side_by_side.json]
+        [--repeats 3] [--warmup 2] [--measures iteration env eval] [--authors-policy mlp gru] \\
+        [--env-slate-sizes 1 10] [--env-steps 50] [--out results/benchmarks/authors_side_by_side.json]
+
+(about 2.5 minutes with ``--repeats 2`` on a quiet 2-core machine; the ``gru`` iteration dominates).
 """
 from __future__ import annotations
 
