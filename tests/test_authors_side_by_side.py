@@ -66,6 +66,12 @@ def test_check_authors_dir_accepts_the_stand_in(bench, authors_dir):
         bench.check_authors_dir(None)
 
 
+def test_our_data_dir_is_checked_after_theirs(authors_dir, tmp_path):
+    out = _run_script("--authors-dir", str(authors_dir), "--data-dir", str(tmp_path / "none"))
+    assert out.returncode == 2
+    assert f"--data-dir '{tmp_path / 'none'}' holds no ml-100k/" in out.stderr
+
+
 # ------------------------------------------------------------------ schedule and arithmetic
 def test_alternating_schedule(bench):
     assert bench.alternating_schedule(3) == [("ours", 0), ("theirs", 0), ("ours", 1), ("theirs", 1),
