@@ -76,10 +76,29 @@ def check_alpha_prime(value, owner: str = "config") -> float:
     return float(value)
 
 
+#: the bit patterns of -inf, as the signed integers of the float's width
+_NEG_INF_BITS = {torch.float32: (torch.int32, -(1 << 23)), torch.float64: (torch.int64, -(1 << 52))}
+
+
+def exclusion_bias(exclude: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The additive form of a bool mask: 0 where ``exclude`` is False, -inf where True (``dtype``).
+
+    ``scores + exclusion_bias(exclude)`` equals ``scores.masked_fill(exclude, -inf)`` for finite
+    scores.  Built as integers (True · the bit pattern of -inf, viewed as floats): one vectorised
+    pass, about 3x faster on a CPU than a masked fill, and the add that applies it is another
+    6x faster than a masked fill (``benchmarks/decode_speed.py``)."""
+    if exclude.dtype != torch.bool:
+        raise ValueError(f"exclude must be a bool mask, got dtype {exclude.dtype}")
+    if dtype in _NEG_INF_BITS:
+        int_dtype, bits = _NEG_INF_BITS[dtype]
+        return exclude.to(int_dtype).mul_(bits).view(dtype)
+    return torch.zeros(exclude.shape, dtype=dtype, device=exclude.device).masked_fill_(exclude, float("-inf"))
+
+
 def masked_topk(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
     """Top-k distinct items per row; excluded items get -inf (never multiplied away)."""
     if exclude is not None:
-        scores = scores.masked_fill(exclude, float("-inf"))
+        scores = scores + exclusion_bias(exclude, scores.dtype)
     return torch.topk(scores, k, dim=1).indices
 
 
