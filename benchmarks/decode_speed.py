@@ -14,7 +14,9 @@ each figure is the median of ``--repeats`` timed calls after a warm-up, in milli
   (:meth:`SlateActor.decode_mean`), at several sizes of the corrections relative to the shared scores
   (``--offset-scales``: the std of o_j relative to the std of u); the share of rows that needed the
   second or the full pass is reported (a weak bound costs time, never correctness);
-* ``rank_top1``: the K = 1 ranking step -- ``topk(1)`` against ``max``.
+* ``rank_top1``: the K = 1 ranking step -- ``topk(1)`` against ``max``;
+* ``sampled_decode_blocks``: the decoder of a sampled W (the training rollout's) with row blocks of
+  at most ``DECODE_SCORE_BUDGET`` scores, for several budgets (2^26 before, 2^22 now).
 
 Every pair is checked to give the same picks.  Results: ``results/benchmarks/decode_speed.json``.
 
@@ -31,6 +33,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine_info, write_json  # noqa: E402
 
+#: DECODE_SCORE_BUDGET values compared for the decoder of sampled W (scores per row block)
+BLOCK_BUDGETS = (1 << 26, 1 << 22, 1 << 21, 1 << 20)
 #: (label, users, K, items, d, cap)
 SHAPES = (("ml-100k rollout", 932, 5, 1682, 32, 2), ("ml-1m evaluation", 6016, 5, 3706, 32, None))
 
@@ -67,6 +71,21 @@ def bench_shape(label, b, k, n, d, cap, repeats, offset_scales, seed=0) -> dict:
         old_scores().nan_to_num(neginf=0.0), row_scores(w, items, exclude).nan_to_num(neginf=0.0), atol=1e-5)
     out["row_scores"] = {"baddbmm_ms": median_ms(old_scores, repeats),
                          "gemm_add_ms": median_ms(lambda: row_scores(w, items, exclude), repeats), "same": same}
+
+    import fcpo.policies.capped as capped_module
+
+    default_budget, blocks = capped_module.DECODE_SCORE_BUDGET, {}
+    try:
+        for budget in BLOCK_BUDGETS:
+            capped_module.DECODE_SCORE_BUDGET = budget
+            picks = capped_module.capped_row_decode_from_embeddings(w, items, cap, pop, exclude)
+            blocks[str(budget)] = {"ms": median_ms(lambda: capped_module.capped_row_decode_from_embeddings(
+                w, items, cap, pop, exclude), repeats), "picks": picks}
+    finally:
+        capped_module.DECODE_SCORE_BUDGET = default_budget
+    first = blocks[str(BLOCK_BUDGETS[0])]["picks"]
+    out["sampled_decode_blocks"] = {budget: {"ms": v["ms"], "same": torch.equal(v["picks"], first)}
+                                    for budget, v in blocks.items()}
 
     s = torch.randn(b, n, generator=g)
     bias_same = torch.equal(s.masked_fill(exclude, float("-inf")), s + exclusion_bias(exclude))
@@ -149,6 +168,8 @@ def main(argv=None) -> dict:
         print(f"  exclusion   masked_fill {ex['masked_fill_ms']:.2f} ms -> bias {ex['bias_build_ms']:.2f} ms "
               f"(+ add on a copy {ex['bias_build_and_add_ms']:.2f} ms, the copy alone {ex['clone_ms']:.2f}) (same {ex['same']})")
         print(f"  top-1       topk {r1['topk_ms']:.2f} ms -> max {r1['max_ms']:.2f} ms (same {r1['same']})")
+        print("  sampled-W decode by block budget: " + ", ".join(
+            f"2^{int(b).bit_length() - 1} {v['ms']:.1f} ms (same {v['same']})" for b, v in r["sampled_decode_blocks"].items()))
         for row in r["greedy_decode"]:
             print(f"  greedy, offsets x{row['offset_scale']:<5}: one product {row['one_product_ms']:.1f} ms, "
                   f"full scores {row['full_scores_ms']:.1f} ms -> decode_mean {row['decode_mean_ms']:.1f} ms "

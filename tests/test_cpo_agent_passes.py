@@ -67,3 +67,50 @@ def test_the_actor_is_restored_after_an_error(monkeypatch):
     assert "mean_action" not in vars(agent.policy)
     out = agent.policy.mean_action(batch.obs[:3])
     assert out.requires_grad  # a fresh forward, not a memoised tensor
+
+
+def test_gaussian_fisher_products_are_the_kl_hessian_products(monkeypatch):
+    """The Gaussian actor's Fisher products come from J^T M J (method="gauss_newton"); they must equal
+    the double-backward products of the KL the agent used before (issue 17)."""
+    import numpy as np
+
+    import fcpo.agents.cpo as cpo_mod
+    from fcpo.solvers import fisher_vector_product
+
+    agent = make_agent("fcpo", FCPOConfig(alpha_prime=0.4, users_per_iteration=0.3), ENV, "cpu", 0)
+    batch = agent.rollout()
+    built = []
+    inner = cpo_mod.fisher_vector_product
+
+    def spy(*a, **k):
+        hvp = inner(*a, **k)
+        built.append((k.get("method"), hvp))
+        return hvp
+
+    monkeypatch.setattr(cpo_mod, "fisher_vector_product", spy)
+    policy = agent.policy
+    params = [p for p in policy.parameters() if p.requires_grad]
+    theta = torch.cat([p.detach().reshape(-1) for p in params]).clone()
+    rng_state = agent.rng.bit_generator.state
+    agent._policy_update(batch)
+    assert [m for m, _ in built] == ["gauss_newton"]
+    # rebuild at θ_k with the same Fisher subsample and compare against autograd's double backward
+    start = 0
+    with torch.no_grad():
+        for p in params:
+            p.copy_(theta[start:start + p.numel()].view_as(p))
+            start += p.numel()
+    agent.rng.bit_generator.state = rng_state
+    n_sub = max(1, int(agent.config.fvp_subsample * batch.size))
+    sub = torch.as_tensor(np.sort(agent.rng.choice(batch.size, n_sub, replace=False)))
+    old = policy.old_stats(batch.obs[sub])
+    reference = fisher_vector_product(lambda: policy.kl_from(batch.obs[sub], old), params, damping=agent.solver.damping,
+                                      method="autograd")
+    ours = inner(lambda out: cpo_mod.gaussian_kl(old, *out), params, damping=agent.solver.damping,
+                 method="gauss_newton",
+                 outputs_fn=lambda: (policy.mean_action(batch.obs[sub]), policy.log_std.expand(n_sub, -1)))
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        v = torch.randn(theta.numel(), generator=g)
+        a, b = reference(v), ours(v)
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7 * float(a.abs().max())), float((a - b).abs().max())

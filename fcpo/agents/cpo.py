@@ -46,6 +46,7 @@ from fcpo.agents.actor_critic import RolloutConfig, SlateActorCritic
 from fcpo.agents.base import param, register_agent
 from fcpo.agents.rollout import Batch, slot_advantages
 from fcpo.envs.contract import EnvSpec
+from fcpo.policies.actor import gaussian_kl
 from fcpo.solvers import (CPOConfig, cpo_update, fisher_vector_product, flat_grad, flat_params, process_advantages,
                           set_flat_params, trpo_update)
 
@@ -159,8 +160,15 @@ class FCPOAgent(SlateActorCritic):
             b = flat_grad(surr_c, params)
             memo.clear()  # the graph of θ_k's forward is freed
             old_sub = {k: v[sub] for k, v in old_full.items()}
-            hvp = fisher_vector_product(lambda: policy.kl_from(batch.obs[sub], old_sub, sub_exclude), params,
-                                        damping=self.solver.damping, method="autograd")
+            if policy.mode == "gaussian":  # J^T M J v: the same products bit for bit, ~20 % faster (issue 17)
+                obs_sub = batch.obs[sub]
+                hvp = fisher_vector_product(
+                    lambda out: gaussian_kl(old_sub, *out), params, damping=self.solver.damping,
+                    method="gauss_newton",
+                    outputs_fn=lambda: (policy.mean_action(obs_sub), policy.log_std.expand(obs_sub.shape[0], -1)))
+            else:
+                hvp = fisher_vector_product(lambda: policy.kl_from(batch.obs[sub], old_sub, sub_exclude), params,
+                                            damping=self.solver.damping, method="autograd")
             theta = flat_params(params).detach()
 
             @torch.no_grad()
