@@ -393,7 +393,7 @@ class OursWorker:
 
     def _run_eval(self) -> dict:
         eval_speed, (dataset, k, steps, label, _), n_params = self.state["eval"]
-        row = eval_speed.time_evaluation(dataset, k, steps, self.config["data_dir"], 1, row_by_row=False)
+        row = eval_speed.time_evaluation(dataset, k, steps, self.config["data_dir"], 1, None)
         work = {"users": row["users"], "slate_size_K": row["k"], "steps_L": row["steps"],
                 "actor_K": row["actor_k"], "scores": row["scores"], "case": label, "actor_parameters": n_params,
                 "items_ranked_per_step": "all items (masked: shown ones)",
