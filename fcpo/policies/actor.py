@@ -293,8 +293,9 @@ class SlateActor(Policy):
 
     def _greedy_ranking(self, state: SlateState, k: int, exclude: torch.Tensor | None) -> torch.Tensor:
         """Top-k by :meth:`scores` with excluded items at -inf, in user blocks of about
-        ``GREEDY_BLOCK_SCORES`` scores: each block's product, mask (in place) and top-k run while its
-        scores are in the CPU cache.  The same values as ``scores()`` row by row."""
+        ``GREEDY_BLOCK_SCORES`` scores: each block's product, exclusion (an in-place add of
+        :func:`~fcpo.policies.base.exclusion_bias`) and top-k run while its scores are in the CPU cache.
+        The same values as ``scores()`` row by row."""
         mean = self.mean_action(state.obs)
         query = mean if self.mode == "softmax" else mean.view(-1, self.k, self.dim).mean(dim=1)
         rows = max(1, GREEDY_BLOCK_SCORES // self.n_items)
@@ -328,11 +329,8 @@ class SlateActor(Policy):
                 items = self.decode_mean(u, exclude, is_popular)
                 return items, mean, gaussian_log_prob(mean, self.log_std, mean).sum(dim=1)
             mean = self.mean_action(obs)
-            if greedy:
-                w = mean
-            else:
-                noise = torch.randn(mean.shape, device=obs.device, generator=generator)
-                w = mean + self.log_std.exp() * noise
+            noise = torch.randn(mean.shape, device=obs.device, generator=generator)
+            w = mean + self.log_std.exp() * noise
             return self.decode(w, exclude, is_popular), w, gaussian_log_prob(mean, self.log_std, w).sum(dim=1)
         s = self._softmax_scores(self.mean_action(obs), is_popular)
         cap = self.cap_for(self.k)

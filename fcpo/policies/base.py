@@ -85,8 +85,8 @@ def exclusion_bias(exclude: torch.Tensor, dtype: torch.dtype = torch.float32) ->
 
     ``scores + exclusion_bias(exclude)`` equals ``scores.masked_fill(exclude, -inf)`` for finite
     scores.  Built as integers (True · the bit pattern of -inf, viewed as floats): one vectorised
-    pass, about 3x faster on a CPU than a masked fill, and the add that applies it is another
-    6x faster than a masked fill (``benchmarks/decode_speed.py``)."""
+    pass, about 3x faster on a CPU than a masked fill (``benchmarks/decode_speed.py``), applied by
+    an (in-place) add, which vectorises where a masked fill does not."""
     if exclude.dtype != torch.bool:
         raise ValueError(f"exclude must be a bool mask, got dtype {exclude.dtype}")
     if dtype in _NEG_INF_BITS:
