@@ -44,6 +44,7 @@ from fcpo.solvers import (
     flat_params,
     process_advantages,
     set_flat_params,
+    trpo_step,
     trpo_update,
 )
 
@@ -382,6 +383,14 @@ def cost_solve_accuracy(args) -> dict:
           f"(residuals {', '.join(f'{r:.1e}' for r in ref.cg.residual_norms)}; g^T x* = {float(g64 @ xr):.5f})")
     print(f"{'cost solve':22s} {'products':>8s} {'g^T x/g^T x*':>12s} {'|x-x*|/|x*|':>11s} {'0.5xHx/delta':>12s} "
           f"{'b^T x+c':>9s} {'LS frac':>7s} {'LS kl':>7s} {'LS dreward':>10s}")
+    # TRPO's own truncation, for scale: its cg_iters step against its converged float64 step
+    trpo_ref = trpo_step(g64, base.max_kl, hvp64, config=base, cg_iters=args.ref_cg_iters, cg_residual_tol=1e-9)
+    trpo_cut = trpo_step(g, base.max_kl, pb.hvp(base, "autograd"), config=base).direction.double()
+    out["trpo"] = {"products": args.cg_iters, "reward_gain_over_reference":
+                   float(g64 @ trpo_cut) / float(g64 @ trpo_ref.direction),
+                   "rel_distance_to_reference": float((trpo_cut - trpo_ref.direction).norm() / trpo_ref.direction.norm())}
+    print(f"{'TRPO (for scale)':22s} {args.cg_iters:8d} {out['trpo']['reward_gain_over_reference']:12.4f} "
+          f"{out['trpo']['rel_distance_to_reference']:11.4f}   (its {args.cg_iters}-iteration step against its converged one)")
     rows = [("cg (cold, 2 x cg_iters)", full, None)] + \
            [(f"subspace {m}", base.replace(cost_solve="subspace", cost_subspace_dim=m, skip_inactive_cost_solve=False),
              None) for m in (1, 2, 3, 4)] + [(f"warm start + {k} CG", full, k) for k in (0, 2, 3, 5)]
