@@ -35,8 +35,9 @@ def test_hand_checked_lists_and_the_fallback_passes():
     # row 0: 3 (item 0), 2 (item 2); row 1: 1 + 5 = 6 (item 1), then 3 (item 0)
     assert values.tolist() == [[[3.0, 2.0], [6.0, 3.0]]]
     assert ids.tolist() == [[[0, 2], [1, 0]]]
-    # probe 1 (raised to k = 2): candidates {0, 2}; row 0 is exact (2 > s_(2)=2? no: 2 > 2 + 0 fails), so both
-    # rows go to the 4x pass, which holds all 4 items and is exact
+    # probe 1 is raised to k = 2: the candidates are the two best shared scores, items 0 and 2 (s_(2) = 2).
+    # Row 0's 2nd value 2 is not > s_(2) + max t_0 = 2 and row 1's 2 is not > 2 + 5: neither is proven, so
+    # both rows go to the 4x pass, which holds all 4 items and is exact
     assert stats == {"rows": 2, "retried": 2, "recomputed": 0}
 
 
