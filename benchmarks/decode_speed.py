@@ -114,23 +114,7 @@ def bench_shape(label, b, k, n, d, cap, repeats, offset_scales, seed=0) -> dict:
             return capped_row_decode(scores, ref_cap, pop if ref_cap is not None else None)
 
         stats: dict = {}
-        import fcpo.policies.capped as capped
-
-        inner = capped.shared_row_decode
-        capped_calls = []
-
-        def counting(*a, **kw):
-            kw["stats"] = stats
-            capped_calls.append(1)
-            return inner(*a, **kw)
-
-        import fcpo.policies.actor as actor_module
-
-        actor_module.shared_row_decode = counting
-        try:
-            picks = actor.decode_mean(u, exclude)
-        finally:
-            actor_module.shared_row_decode = inner
+        picks = actor.decode_mean(u, exclude, stats=stats)
         rows.append({
             "offset_scale": scale,
             "one_product_ms": median_ms(lambda: actor.decode(mean, exclude), repeats),

@@ -107,7 +107,6 @@ def time_evaluation(dataset: str, k, steps, data_dir, repeats: int, variant: str
     import torch
 
     import fcpo.evaluate.evaluator as evaluator
-    import fcpo.policies.actor as actor_module
     from fcpo.agents import make_agent
     from fcpo.agents.cpo import FCPOConfig
     from fcpo.envs import EnvSpec
@@ -120,11 +119,6 @@ def time_evaluation(dataset: str, k, steps, data_dir, repeats: int, variant: str
         agent.train_iteration(it)
     policy = agent.policy
     decode_stats: dict = {}
-    shared_row_decode = actor_module.shared_row_decode
-
-    def counted_shared_row_decode(*a, **kw):
-        kw["stats"] = decode_stats
-        return shared_row_decode(*a, **kw)
     parts = {"act": 0.0, "metrics": 0.0}
 
     def timed(name, fn):
@@ -142,12 +136,14 @@ def time_evaluation(dataset: str, k, steps, data_dir, repeats: int, variant: str
     if variant == "row-by-row":  # the ranking as it was: K products, then the mean, a masked copy and a top-k
         SlateActor.scores = row_by_row_scores
         SlateActor._greedy_ranking = lambda self, state, k, exclude: masked_topk(self.scores(state), k, exclude)
-    elif variant == "one-product":
-        SlateActor.decode_mean = one_product_decode_mean
     try:
-        actor_module.shared_row_decode = counted_shared_row_decode  # warm-up run: count the decoder's passes
-        report = evaluator.evaluate(policy, spec, k=k, steps=steps)  # warm-up: builds the env (data cached)
-        actor_module.shared_row_decode = shared_row_decode
+        # warm-up run (builds the env; data cached), which also counts the greedy decoder's passes
+        SlateActor.decode_mean = one_product_decode_mean if variant == "one-product" else \
+            lambda self, query, exclude=None, is_popular=None: decode_mean(self, query, exclude, is_popular,
+                                                                          stats=decode_stats)
+        report = evaluator.evaluate(policy, spec, k=k, steps=steps)
+        if variant != "one-product":
+            SlateActor.decode_mean = decode_mean
         walls, cpus, acts, metrics = [], [], [], []
         before = machine_info()
         for _ in range(repeats):
@@ -162,7 +158,6 @@ def time_evaluation(dataset: str, k, steps, data_dir, repeats: int, variant: str
     finally:
         evaluator.accuracy_by_cutoff = accuracy
         SlateActor.scores, SlateActor.decode_mean, SlateActor._greedy_ranking = scores, decode_mean, ranking
-        actor_module.shared_row_decode = shared_row_decode
     rows = decode_stats.get("rows", 0)
     return {"dataset": dataset, "k": report["k"], "steps": report["steps"], "users": report["users"],
             "train_iterations": train_iterations, "variant": variant or "as is",

@@ -60,17 +60,7 @@ def test_mean_of_rows_matches_a_hand_checked_case():
     assert s.tolist() == [[1.0, 2.0, 3.0]]
 
 
-@pytest.fixture
-def synthetic(tmp_path, monkeypatch):
-    monkeypatch.setenv("FCPO_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("FCPO_DATA_DIR", raising=False)
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.mark.usefixtures("synthetic")
+@pytest.mark.usefixtures("synthetic_only_one_thread")
 @pytest.mark.parametrize("protocol,k,steps", [("rollout", 1, 6), ("ranking", 7, None)])
 def test_the_evaluator_recommends_exactly_what_the_row_by_row_scores_recommend(monkeypatch, protocol, k, steps):
     """A K=3 actor evaluated with another list length ranks by ``scores``: same lists, same report."""

@@ -6,18 +6,13 @@ from __future__ import annotations
 import pytest
 
 from benchmark_scripts import load_benchmark
-import torch
 
 
 
 @pytest.fixture
-def bench(tmp_path, monkeypatch):
-    monkeypatch.setenv("FCPO_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("FCPO_DATA_DIR", raising=False)
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_benchmark("eval_speed")
-    torch.set_num_threads(old)
+def bench(synthetic_only_one_thread):
+    """The benchmark module, on synthetic data with a fresh cache and one torch thread (conftest)."""
+    return load_benchmark("eval_speed")
 
 
 def test_timed_evaluation_rows(bench):

@@ -244,7 +244,7 @@ class SlateActor(Policy):
         return row_decode(self._offset_scores(row_scores(w, self.items, exclude), is_popular))
 
     def decode_mean(self, query: torch.Tensor, exclude: torch.Tensor | None = None,
-                    is_popular: torch.Tensor | None = None) -> torch.Tensor:
+                    is_popular: torch.Tensor | None = None, stats: dict | None = None) -> torch.Tensor:
         """:meth:`decode` of the mean W (rows u + o_j) from the query u [B, d], without the [B, K, n] scores.
 
         Row j's scores are s + t_j with s = u Vᵀ (excluded items at -inf, the G0 offset λ subtracted)
@@ -254,7 +254,8 @@ class SlateActor(Policy):
         ``GREEDY_BLOCK_SCORES`` scores, so each block's s stays in the CPU cache between its product,
         mask and selection.  The picks are those of :meth:`decode` on the scores s + t_j; against W Vᵀ
         computed in one product they can differ only where two scores of a row agree to float rounding
-        (u·v + o_j·v and (u + o_j)·v round differently)."""
+        (u·v + o_j·v and (u + o_j)·v round differently).  ``stats``, if given, accumulates the rows
+        decoded, retried and recomputed in full (:func:`~fcpo.policies.shared_topk.shared_plus_row_topk`)."""
         if self.mode != "gaussian":
             raise RuntimeError("decode_mean is defined for the gaussian mode only")
         cap = self.slate_cap if self.cap_active(self.k) else None
@@ -269,7 +270,7 @@ class SlateActor(Policy):
             block_groups = groups if groups is None or groups.dim() == 1 else groups[lo:lo + rows]
             if self.offset_active:
                 s = self._offset_scores(s, block_groups)
-            picks.append(shared_row_decode(s, t, self.k, cap, block_groups if cap is not None else None))
+            picks.append(shared_row_decode(s, t, self.k, cap, block_groups if cap is not None else None, stats))
         return torch.cat(picks) if len(picks) != 1 else picks[0]
 
     def decode_reference(self, action: torch.Tensor, exclude: torch.Tensor | None = None,
