@@ -10,6 +10,10 @@ Measured, one torch thread on each side, in alternating pairs (ours, theirs, our
   (all 943 users, 10 steps, one item per step, max_kl 1e-4, ...).  ``CPO.train`` runs once for
   ``warmup + repeats`` episodes, so the later episodes fit the critics on the current and the previous
   batch as their loop does; each timed episode is the span between two of their ``print_update`` calls.
+  ``--our-shapes`` times ours in fcpo-train's default shape (K = 5 items per step, the per-slate cap:
+  case ``iteration/<policy>``) and/or in the shape of their work (``--slate-size 1 --constraint expected``:
+  one item per step, the popular-item cost constrained in expectation as their CPO does; case
+  ``iteration/<policy>/ours-authors``).
 * ``env`` -- ``--env-steps`` steps of the env over all users with random items, slate size K from
   ``--env-slate-sizes``.  Ours: ``MovieLensFairVectorEnv`` built as ``benchmarks/env_throughput.py``
   builds it.  Theirs: ``fair_env.Environment.step`` (the env their notebook trains and tests on).
@@ -59,6 +63,7 @@ Command::
 
     python benchmarks/authors_side_by_side.py --authors-dir /tmp/authors-fcpo --dataset ml-100k \\
         [--repeats 3] [--warmup 2] [--measures iteration env eval] [--authors-policy mlp gru] \\
+        [--our-shapes default authors] \\
         [--env-slate-sizes 1 10] [--env-steps 50] [--out results/benchmarks/authors_side_by_side.json]
 
 (about 2.5 minutes with ``--repeats 2`` on a quiet 2-core machine; the ``gru`` iteration dominates).
@@ -89,6 +94,12 @@ AUTHORS_DATA = ("train_data.csv", "test_data.csv", "pmf_item_embed.npy", "pmf_us
                 "item_cost_indicator_28.npy")
 MEASURES = ("iteration", "env", "eval")
 POLICIES = ("mlp", "gru")
+#: our agent's shape in the iteration measure: fcpo-train's flags on top of ``--dataset ml-100k --alpha 0.4``
+OUR_SHAPES = {
+    "default": [],  # fcpo-train's defaults: K = 5, the per-slate cap
+    "authors": ["--slate-size", "1", "--constraint", "expected"],  # their work's shape: one item per step,
+    # the popular-item cost constrained in expectation (their CPO's constraint)
+}
 SIDES = ("ours", "theirs")
 
 #: their notebook's settings (README_CPO-ml-100k.ipynb, cells 1, 4 and 6)
@@ -160,6 +171,12 @@ UNEQUAL = {
         "update_policy), ours at most 10 backtracks",
         "policies differ in form and size (actor_parameters in work): theirs mlp is the form of their shipped "
         "model, gru the notebook's Actor without its (unpublished) user input",
+    ],
+    "iteration/ours-authors": [
+        "ours at the authors' shape (case iteration/<policy>/ours-authors): K = 1 and the expected constraint "
+        "(mean G0 share <= alpha', active here: both systems are solved, as theirs always does); ours still "
+        "projects the deployed policy onto the constraint after each update (calibrate_offset: one sampled "
+        "rollout of a third of the users, up to a few per update), work theirs does not do; Fisher subsample, critics and line search as above",
     ],
     "env": [
         "ours returns the Gymnasium observation, reward, cost and info of every user; theirs the state array, "
@@ -238,14 +255,21 @@ def compare(ours_runs: list[dict], theirs_runs: list[dict]) -> dict:
             "pair_ratio_wall": [ratio(t, o) for t, o in zip(theirs["wall_s"], ours["wall_s"])]}
 
 
-def cases(measures, policies, env_slate_sizes) -> list[dict]:
-    """The (measure, variant) pairs to time, in the order run."""
+def cases(measures, policies, env_slate_sizes, our_shapes=("default",)) -> list[dict]:
+    """The (measure, variant) pairs to time, in the order run.  Iteration cases come once per policy of
+    theirs and shape of ours (:data:`OUR_SHAPES`); the default shape keeps the plain name."""
+    unknown = [s for s in our_shapes if s not in OUR_SHAPES]
+    if unknown or not our_shapes:
+        raise ValueError(f"our shapes must be a non-empty subset of {sorted(OUR_SHAPES)}, got {list(our_shapes)}")
     out = []
     for measure in MEASURES:
         if measure not in measures:
             continue
         if measure == "env":
             out += [{"name": f"env/K={k}", "measure": "env", "k": int(k)} for k in env_slate_sizes]
+        elif measure == "iteration":
+            out += [{"name": f"iteration/{p}" + ("" if shape == "default" else f"/ours-{shape}"),
+                     "measure": measure, "policy": p, "our_shape": shape} for p in policies for shape in our_shapes]
         else:
             out += [{"name": f"{measure}/{p}", "measure": measure, "policy": p} for p in policies]
     return out
@@ -257,6 +281,7 @@ def adaptations_for(case_list, table=None) -> list[str]:
     keys = ["common"]
     for case in case_list:
         keys += [case["measure"]] + ([f"{case['measure']}/{case['policy']}"] if "policy" in case else [])
+        keys += [f"{case['measure']}/ours-{case['our_shape']}"] if case.get("our_shape", "default") != "default" else []
     out = []
     for key in keys:
         for item in table.get(key, []):
@@ -291,8 +316,8 @@ class OursWorker:
 
     def prepare(self, case: dict) -> dict:
         measure = case["measure"]
-        if measure == "iteration" and "agent" not in self.state:
-            self._prepare_agent()
+        if measure == "iteration" and case.get("our_shape", "default") not in self.state.setdefault("agents", {}):
+            self._prepare_agent(case.get("our_shape", "default"))
         elif measure == "env":
             self._prepare_env(case["k"])
         elif measure == "eval" and "eval" not in self.state:
@@ -309,13 +334,13 @@ class OursWorker:
             self.state["eval"] = eval_speed, case_row, n_params
         return {"ok": True}
 
-    def _prepare_agent(self):
+    def _prepare_agent(self, shape: str = "default"):
         from fcpo import runs
         from fcpo.agents import cpo as agent_module
         from fcpo.cli.train import build_parser, config_from_args
 
         flags = ["--dataset", self.config["dataset"], "--alpha", "0.4", "--seed", "0", "--device", "cpu",
-                 "--threads", "1", "--data-dir", self.config["data_dir"]]
+                 "--threads", "1", "--data-dir", self.config["data_dir"]] + OUR_SHAPES[shape]
         config = config_from_args(build_parser().parse_args(flags))
         runs.set_threads(config.threads)
         agent = runs.build_agent(config, "cpu")
@@ -330,10 +355,16 @@ class OursWorker:
                 return hvp(v, *a, **kw)
             return counted
 
-        agent_module.fisher_vector_product = counting_fvp
+        if not getattr(agent_module.fisher_vector_product, "counts_products", False):
+            counting_fvp.counts_products = True
+            agent_module.fisher_vector_product = counting_fvp
+        else:  # a second shape: the counting wrapper is in place already, share its counter
+            counter = self.state["fvp_counter"]
         for it in range(self.config["warmup"]):
             agent.train_iteration(it)
-        self.state.update(agent=agent, config=config, fvp_counter=counter, next_iteration=self.config["warmup"])
+        self.state["agents"][shape] = {"agent": agent, "config": config, "next_iteration": self.config["warmup"],
+                                       "flags": flags}
+        self.state["fvp_counter"] = counter
 
     def _prepare_env(self, k: int):
         from fcpo.envs import MovieLensFairVectorEnv
@@ -351,22 +382,25 @@ class OursWorker:
     def run(self, case: dict) -> dict:
         measure = case["measure"]
         if measure == "iteration":
-            return self._run_iteration()
+            return self._run_iteration(case.get("our_shape", "default"))
         if measure == "env":
             return self._run_env(case["k"])
         return self._run_eval()
 
-    def _run_iteration(self) -> dict:
-        agent, counter = self.state["agent"], self.state["fvp_counter"]
-        it = self.state["next_iteration"]
-        self.state["next_iteration"] += 1
+    def _run_iteration(self, shape: str = "default") -> dict:
+        entry, counter = self.state["agents"][shape], self.state["fvp_counter"]
+        agent = entry["agent"]
+        it = entry["next_iteration"]
+        entry["next_iteration"] += 1
         counter["fisher_products"] = 0
         mark = _clock()
         stats = agent.train_iteration(it)
         wall, cpu = _since(mark)
         cfg = agent.config
         samples = int(stats["samples"])
-        work = {"users": int(agent.n_rollout), "horizon": int(self.state["config"].env["horizon"]),
+        work = {"users": int(agent.n_rollout), "horizon": int(entry["config"].env["horizon"]),
+                "our_shape": shape, "fcpo_train_flags": " ".join(entry["flags"][:4] + OUR_SHAPES[shape]),
+                "constraint": agent.config.constraint,
                 "slate_size_K": int(agent.slate_size), "samples": samples,
                 "item_slots": samples * int(agent.slate_size), "actor_parameters": _n_params(agent.policy),
                 "critic_parameters_each": _n_params(agent.value_r), "critics": 2,
@@ -761,7 +795,7 @@ class WorkerProcess:
 
 # ------------------------------------------------------------------ the benchmark
 def run_benchmark(args) -> dict:
-    case_list = cases(args.measures, args.authors_policy, args.env_slate_sizes)
+    case_list = cases(args.measures, args.authors_policy, args.env_slate_sizes, args.our_shapes)
     adaptations = adaptations_for(case_list)
     print("adaptations made to run the authors' code:")
     for item in adaptations:
@@ -828,6 +862,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--measures", nargs="+", choices=MEASURES, default=list(MEASURES))
     ap.add_argument("--authors-policy", nargs="+", choices=POLICIES, default=list(POLICIES),
                     help="their policy: mlp (published pipeline, shipped model's form) and/or gru (notebook's Actor)")
+    ap.add_argument("--our-shapes", nargs="+", choices=list(OUR_SHAPES), default=list(OUR_SHAPES),
+                    help="our agent in the iteration measure: default (fcpo-train's K = 5, per-slate cap) and/or "
+                         "authors (their work's shape: K = 1, the expected constraint)")
     ap.add_argument("--env-slate-sizes", nargs="+", type=int, default=[1, 10], help="K of the env measure")
     ap.add_argument("--env-steps", type=int, default=50, help="env steps per timed block (env_throughput.py: 50)")
     ap.add_argument("--out", default=str(RESULTS / "authors_side_by_side.json"))

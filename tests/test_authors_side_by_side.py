@@ -113,6 +113,52 @@ def test_cases_and_adaptations(bench):
     assert mlp_only[:len(bench.ADAPTATIONS["common"])] == bench.ADAPTATIONS["common"]
 
 
+def test_iteration_cases_per_our_shape(bench):
+    got = bench.cases(["iteration", "eval"], ["mlp", "gru"], [1], ["default", "authors"])
+    assert [(c["name"], c.get("our_shape")) for c in got] == [
+        ("iteration/mlp", "default"), ("iteration/mlp/ours-authors", "authors"),
+        ("iteration/gru", "default"), ("iteration/gru/ours-authors", "authors"), ("eval/mlp", None),
+        ("eval/gru", None)]
+    assert bench.OUR_SHAPES["authors"] == ["--slate-size", "1", "--constraint", "expected"]
+    authors_items = bench.UNEQUAL["iteration/ours-authors"]
+    assert set(authors_items) <= set(bench.adaptations_for(got, bench.UNEQUAL))
+    default_only = bench.adaptations_for(bench.cases(["iteration"], ["mlp"], [1], ["default"]), bench.UNEQUAL)
+    assert not set(authors_items) & set(default_only)
+    with pytest.raises(ValueError, match="our shapes must be a non-empty subset"):
+        bench.cases(["iteration"], ["mlp"], [1], ["k1"])
+    with pytest.raises(ValueError, match="our shapes must be a non-empty subset"):
+        bench.cases(["iteration"], ["mlp"], [1], [])
+    assert bench.build_parser().parse_args(["--our-shapes", "authors"]).our_shapes == ["authors"]
+    assert bench.build_parser().parse_args([]).our_shapes == ["default", "authors"]
+
+
+def test_our_worker_times_both_shapes(bench, ml100k_dir):
+    """Our side in its own process on real ml-100k: one agent per shape, each continuing its own iterations;
+    the authors' shape is K = 1 with the expected constraint, active, so both systems are solved."""
+    config = {"dataset": "ml-100k", "warmup": 0, "repeats": 1, "env_steps": 1, "data_dir": str(ml100k_dir.parent)}
+    worker = bench.WorkerProcess("ours", config)
+    try:
+        out = {}
+        for shape in ("authors", "default", "authors"):
+            case = {"name": "iteration/mlp", "measure": "iteration", "policy": "mlp", "our_shape": shape}
+            assert worker.send("prepare", case) == {"ok": True}
+            out.setdefault(shape, []).append(worker.send("run", case))
+    finally:
+        worker.close()
+    assert worker.proc.returncode == 0
+    k1, again, k5 = out["authors"][0], out["authors"][1], out["default"][0]
+    assert [k1["info"]["iteration"], again["info"]["iteration"], k5["info"]["iteration"]] == [0, 1, 0]
+    assert k1["work"]["slate_size_K"] == 1 and k1["work"]["constraint"] == "expected"
+    assert k5["work"]["slate_size_K"] == 5 and k5["work"]["constraint"] == "per-slate"
+    assert k1["work"]["fcpo_train_flags"].endswith("--slate-size 1 --constraint expected")
+    assert k1["work"]["item_slots"] == k1["work"]["samples"] and k5["work"]["item_slots"] == 5 * k5["work"]["samples"]
+    for row in (k1, again, k5):
+        assert row["wall_s"] > 0 and row["cpu_s"] > 0
+        # 10 CG products for H x = g, and 10 more for H x = b when the constraint is active
+        assert row["work"]["fisher_products"] == (20 if row["info"]["cpo_case"] in
+                                                   ("feasible_boundary", "infeasible_recoverable") else 10)
+
+
 def test_record_shape(bench, tmp_path, monkeypatch):
     """run_benchmark with stand-in workers: alternation, per-measure rows, adaptations, written by write_json."""
     calls = []

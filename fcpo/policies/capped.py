@@ -345,7 +345,12 @@ def capped_row_decode_from_embeddings(w: torch.Tensor, items: torch.Tensor, cap:
             w[lo:lo + rows], items, cap,
             is_popular if is_popular is None or is_popular.dim() == 1 else is_popular[lo:lo + rows],
             None if exclude is None else exclude[lo:lo + rows]) for lo in range(0, b, rows)])
-    if not cap_binds(cap, k) or is_popular is None or is_popular.dim() != 1:
+    if not cap_binds(cap, k):  # the plain row decoder on the biased product (no masked copy of the scores)
+        scores = row_scores(w, items, exclude)
+        if k == 1:  # one slot: its row's argmax (first of equal maxima); a max pass is ~3x a top-1's speed
+            return scores[:, 0].max(dim=1).indices.unsqueeze(1)
+        return row_decode(scores)
+    if is_popular is None or is_popular.dim() != 1:
         return capped_row_decode(w @ items.T, cap, is_popular, exclude)
     _check_cap(cap)
     pop = _check_inputs(b, items.shape[0], k, is_popular, exclude, w.device)
