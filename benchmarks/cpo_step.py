@@ -48,6 +48,9 @@ from fcpo.solvers import (
     trpo_update,
 )
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from iteration_floor import copy_rates, floor_table  # noqa: E402
+
 
 class GaussianMLP(nn.Module):
     def __init__(self, obs_dim: int, hidden: int, act_dim: int):
@@ -285,6 +288,11 @@ def bench_updates(args, spec: str) -> dict:
 
     mt, mc = statistics.median(t_trpo), statistics.median(t_cpo)
     cs, ts_ = last["cpo"].step, last["trpo"].step
+    floor = fvp_floor(hvp, v1)
+    # an exact second solve costs cg_iters more products; with every product at its floor and the rest of
+    # the update as measured, CPO / TRPO = 1 + F0 / (C + F0) at best (C: TRPO's time outside its CG solve)
+    rest = max(0.0, mt - comp["cg_1_rhs"])
+    f0 = cfg.cg_iters * floor["floor_s"]
     return {
         "variant": spec,
         "cost_solve": cfg.cost_solve,
@@ -315,6 +323,9 @@ def bench_updates(args, spec: str) -> dict:
         "cpo_cpu_s": cpu_cpo,
         "ratio_cpu": statistics.median(cpu_cpo) / statistics.median(cpu_trpo),
         "components_median_s": comp,
+        "fvp_floor": floor,
+        "fvp_over_floor": comp["fvp_1"] / floor["floor_s"] if floor["floor_s"] > 0 else float("nan"),
+        "ratio_lower_bound_products_at_floor": 1.0 + f0 / (rest + f0) if rest + f0 > 0 else float("nan"),
         "cpo_case": cs.case,
         "cpo_lam": cs.lam,
         "cpo_nu": cs.nu,
@@ -328,6 +339,20 @@ def bench_updates(args, spec: str) -> dict:
                              "kl": last["trpo"].line_search.kl},
         "trpo_cg_iterations": ts_.cg.iterations,
     }
+
+
+def fvp_floor(hvp: Callable, v: torch.Tensor) -> dict:
+    """One Fisher-vector product's one-core floor (``benchmarks/iteration_floor.py``'s model: its matrix
+    products replayed alone, every other op at the copy rate for its bytes), from a profiled call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    hvp(v)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        hvp(v)
+    table = floor_table([ev for ev in prof.events() if ev.device_type == torch.autograd.DeviceType.CPU], 1,
+                        copy_rates())
+    return {k: table[k] for k in ("floor_s", "gemm_floor_s", "gemm_self_s", "gemm_flops", "memory_floor_s",
+                                  "data_self_s", "ops_self_s")}
 
 
 def _warm_start_step(g, b, c, hvp, cfg: CPOConfig, k: int):
@@ -493,6 +518,11 @@ def main(argv=None) -> dict:
               f"{cp['fvp_2_calls']:7.3f} {cp['cg_1_rhs']:7.3f} {cp['cg_2_rhs_one_loop']:7.3f} "
               f"{cp['cg_2_rhs_two_loops']:7.3f}  {r['cpo_case']} (nu={r['cpo_nu']:.3g}, "
               f"ls frac {r['cpo_line_search']['fraction']:.3g})", flush=True)
+        fl = r["fvp_floor"]
+        print(f"{'':12s} one product {cp['fvp_1']:.4f} s, floor {fl['floor_s']:.4f} s (matrix products "
+              f"{fl['gemm_floor_s']:.4f} s for {fl['gemm_flops'] / 1e9:.2f} GFLOP, memory {fl['memory_floor_s']:.4f} s): "
+              f"{r['fvp_over_floor']:.2f}x; an exact second solve with every product at its floor: CPO/TRPO >= "
+              f"{r['ratio_lower_bound_products_at_floor']:.2f}", flush=True)
         ev = r["line_search_evaluations"]
         print(f"{'':12s} inactive constraint: ratio {r['ratio_inactive_over_trpo']:.2f} ({r['cpo_inactive_case']})",
               flush=True)
