@@ -279,3 +279,50 @@ def test_row_decode_in_chunks_equals_one_block(monkeypatch, cap, groups_per_row)
     chunked = C.capped_row_decode_from_embeddings(w, items, cap, pop, exclude)
     torch.testing.assert_close(chunked, whole, rtol=0, atol=0)
     assert whole.shape == (b, k)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 12), k=st.integers(1, 5), cap=st.integers(0, 5),
+       p_pop=st.sampled_from([0.0, 0.3, 0.7, 1.0]), p_excl=st.sampled_from([0.0, 0.4]))
+def test_slot_maxima_decoder_breaks_ties_as_the_definition(seed, n, k, cap, p_pop, p_excl):
+    """Integer scores (many ties, within and across groups): the slot-by-slot maxima (capped_row_decode's
+    shared-group path and, cap or no cap, the actor's path from embeddings) pick exactly the definition's
+    argmaxes, lowest item id first; the input scores are left untouched."""
+    k = min(k, n)
+    _, pop, exclude, g = _case(seed, 5, n, k, p_pop, p_excl, False)
+    scores = torch.randint(-2, 3, (5, k, n), generator=g).float()
+    before = scores.clone()
+    expected = capped_row_decode_reference(scores, cap, pop, exclude)
+    assert torch.equal(capped_row_decode(scores, cap, pop, exclude), expected)
+    assert torch.equal(scores, before)
+    w = torch.randint(-1, 2, (5, k, 2), generator=g).float()  # integer embeddings: tied scores W Vᵀ
+    v = torch.randint(-1, 2, (n, 2), generator=g).float()
+    assert torch.equal(capped_row_decode_from_embeddings(w, v, cap, pop, exclude),
+                       capped_row_decode_reference(w @ v.T, cap, pop, exclude))
+    if exclude is not None and not p_excl:
+        assert torch.equal(row_decode(scores), capped_row_decode_reference(scores, None, None, None))
+
+
+def test_slot_maxima_decoder_hand_checked():
+    """Two users, 5 items (1 and 3 popular), K = 3, cap 1; row scores chosen so slots collide."""
+    pop = torch.tensor([False, True, False, True, False])
+    scores = torch.tensor([[[0.1, 0.9, 0.5, 0.8, 0.2],     # slot 0: item 1 (G0, under the cap)
+                            [0.1, 0.9, 0.5, 0.8, 0.2],     # slot 1: 1 taken, 3 is G0 at the cap -> item 2
+                            [0.1, 0.9, 0.5, 0.8, 0.7]],    # slot 2: 1, 2 taken; G0 capped -> item 4
+                           [[0.3, 0.1, 0.3, 0.2, 0.0],     # slot 0: tie 0 / 2 -> lower id 0
+                            [0.3, 0.1, 0.3, 0.2, 0.0],     # slot 1: 0 taken -> 2
+                            [0.0, 0.1, 0.0, 0.2, 0.0]]])   # slot 2: best free is 3 (G0, under the cap)
+    exclude = torch.tensor([[False] * 5, [False, False, False, False, True]])
+    got = capped_row_decode(scores, 1, pop, exclude)
+    assert got.tolist() == [[1, 2, 4], [0, 2, 3]]
+    assert torch.equal(got, capped_row_decode_reference(scores, 1, pop, exclude))
+
+
+def test_slot_maxima_decoder_names_the_first_short_user():
+    """User 1 runs dry at slot 1, user 0 at slot 3: the error names user 0, the first with too few items."""
+    pop = torch.tensor([False, True, False, True, False, False])
+    exclude = torch.tensor([[True, True, True, False, False, False], [True, True, True, True, True, False]])
+    for fn in (lambda: capped_row_decode(torch.randn(2, 4, 6), 1, pop, exclude),
+               lambda: capped_row_decode_from_embeddings(torch.randn(2, 4, 3), torch.randn(6, 3), 1, pop, exclude)):
+        with pytest.raises(ValueError, match=r"row 0: exclude leaves fewer than the slate size 4 items"):
+            fn()

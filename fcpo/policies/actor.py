@@ -230,10 +230,9 @@ class SlateActor(Policy):
         """Items from W: slot j = argmax_i (W_j · v_i) over items not excluded nor picked by slots < j
         (and, with a slate cap, not in G0 once the cap is reached: :func:`capped_row_decode`).
 
-        Equivalent to K sequential masked argmaxes, computed from each row's top-K
-        list (slot j can lose at most j items to earlier slots, so its answer is
-        the first of its top K not taken): one top-k over the catalogue, then
-        O(K²) work per user.  The decoder is deterministic in W, capped or not, so
+        K sequential masked argmaxes (ties: the lower item id), slot by slot on the
+        [B, K, n] scores with the columns earlier slots took masked in the later
+        rows: one max pass over the scores in all.  The decoder is deterministic in W, capped or not, so
         the Gaussian density of W is the exact log-probability of the action taken.
         ``is_popular`` ([n] or [B, n]) overrides the actor's groups for this call.
         """
@@ -241,7 +240,7 @@ class SlateActor(Policy):
         if self.cap_active(self.k):
             return capped_row_decode_from_embeddings(w, self.items, self.slate_cap, self._groups(is_popular), exclude)
         # [B, K, n_items]: one GEMM, excluded items at -inf, then the G0 offset (if any)
-        return row_decode(self._offset_scores(row_scores(w, self.items, exclude), is_popular))
+        return row_decode(self._offset_scores(row_scores(w, self.items, exclude), is_popular), overwrite=True)
 
     def decode_mean(self, query: torch.Tensor, exclude: torch.Tensor | None = None,
                     is_popular: torch.Tensor | None = None, stats: dict | None = None) -> torch.Tensor:

@@ -289,11 +289,15 @@ def capped_plackett_luce_log_prob(scores: torch.Tensor, items: torch.Tensor, cap
 
 
 # ----------------------------------------------------------------------------- gaussian-mode rows
-def row_decode(scores: torch.Tensor) -> torch.Tensor:
+def row_decode(scores: torch.Tensor, *, overwrite: bool = False) -> torch.Tensor:
     """Unconstrained row decoder: slot j = argmax of row j of ``scores`` [B, k, n] over items not
-    picked by slots < j (excluded items already at -inf), from each row's top-k list (slot j
-    can lose at most j items to earlier slots): one top-k over the catalogue, O(k²) per user."""
-    return _row_decode_candidates(torch.topk(scores, scores.shape[1], dim=2).indices)
+    picked by slots < j (excluded items already at -inf; ties: the lower item id), slot by slot
+    (:func:`_slot_maxima`: one max pass over the scores; k = 1: a plain max).  ``overwrite``: the
+    caller owns ``scores`` and lets the decoder overwrite taken columns (saves a copy)."""
+    b, k, n = scores.shape
+    if k == 1:
+        return scores[:, 0].max(dim=1).indices.unsqueeze(1)
+    return _slot_maxima(scores if overwrite else scores.clone(), k, None, None, n)
 
 
 def _row_decode_candidates(cand: torch.Tensor) -> torch.Tensor:
@@ -323,9 +327,15 @@ def capped_row_decode(scores: torch.Tensor, cap: int | None, is_popular: torch.T
     b, k, n = scores.shape
     if not cap_binds(cap, k):
         if exclude is not None:
-            scores = scores.masked_fill(exclude.unsqueeze(1), NEG_INF)
+            return row_decode(scores.masked_fill(exclude.unsqueeze(1), NEG_INF), overwrite=True)
         return row_decode(scores)
     pop = _check_inputs(scores.shape[0], scores.shape[-1], k, is_popular, exclude, scores.device)
+    layout = _group_layout(pop)
+    if layout is not None:  # shared groups: one permuted copy, then the slot-by-slot row maxima
+        perm, m1 = layout
+        if exclude is not None:
+            scores = torch.where(exclude.unsqueeze(1), NEG_INF, scores)
+        return _slot_maxima(_permute(scores, perm), k, cap, perm, m1)
     return _merge_row_lists(_group_blocks(scores, exclude, pop), k, cap)
 
 
@@ -346,17 +356,14 @@ def capped_row_decode_from_embeddings(w: torch.Tensor, items: torch.Tensor, cap:
             is_popular if is_popular is None or is_popular.dim() == 1 else is_popular[lo:lo + rows],
             None if exclude is None else exclude[lo:lo + rows]) for lo in range(0, b, rows)])
     if not cap_binds(cap, k):  # the plain row decoder on the biased product (no masked copy of the scores)
-        scores = row_scores(w, items, exclude)
-        if k == 1:  # one slot: its row's argmax (first of equal maxima); a max pass is ~3x a top-1's speed
-            return scores[:, 0].max(dim=1).indices.unsqueeze(1)
-        return row_decode(scores)
+        return row_decode(row_scores(w, items, exclude), overwrite=True)
     if is_popular is None or is_popular.dim() != 1:
         return capped_row_decode(w @ items.T, cap, is_popular, exclude)
     _check_cap(cap)
     pop = _check_inputs(b, items.shape[0], k, is_popular, exclude, w.device)
     perm, m1 = _group_layout(pop)
     scores_p = row_scores(w, items.index_select(0, perm), None if exclude is None else _permute(exclude, perm))
-    return _merge_row_lists(_split_permuted(scores_p, perm, m1), k, cap)
+    return _slot_maxima(scores_p, k, cap, perm, m1)
 
 
 def row_scores(w: torch.Tensor, items: torch.Tensor, exclude: torch.Tensor | None) -> torch.Tensor:
@@ -405,6 +412,41 @@ def shared_row_decode(s: torch.Tensor, t: torch.Tensor, k: int, cap: int | None,
         lists.append((torch.nn.functional.pad(values, (0, 1), value=NEG_INF),
                       torch.nn.functional.pad(items, (0, 1), value=0)))
     return _merge_lists(lists, k, cap)
+
+
+def _slot_maxima(scores_p: torch.Tensor, k: int, cap: int | None, perm: torch.Tensor | None, m1: int) -> torch.Tensor:
+    """:func:`capped_row_decode` on group-permuted scores ``scores_p`` [B, k, n] (columns ``perm``: the
+    m1 G1 items, then G0, each in increasing id; ``perm=None``, ``m1=n``: no groups, columns are item
+    ids; excluded items at -inf), slot by slot: slot j masks the columns earlier slots took in row j
+    (at most j per user) and takes the maximum of each group's block -- the definition's masked
+    argmax (ties: the first column, i.e. the lower item id within a group; across groups as
+    :func:`_choose_popular`), with one max pass over the scores in all instead of a top-k per row
+    and group (a partial sort: 3-5x slower per score on one CPU thread, ``benchmarks/decode_speed.py``).
+    ``cap=None``: no cap.  Overwrites the taken columns of ``scores_p`` with -inf."""
+    b, _, n = scores_p.shape
+    device = scores_p.device
+    cap = k if cap is None else cap
+    cols = torch.empty(b, k, dtype=torch.long, device=device)
+    popular_so_far = torch.zeros(b, dtype=torch.long, device=device)
+    none = (torch.full((b,), NEG_INF, dtype=scores_p.dtype, device=device),
+            torch.zeros(b, dtype=torch.long, device=device))
+    for j in range(k):  # K slots, vectorised over users
+        row = scores_p[:, j]  # [B, n] view
+        if j:
+            row.scatter_(1, cols[:, :j], NEG_INF)
+        v1, c1 = row[:, :m1].max(dim=1) if m1 else none
+        v0, c0 = row[:, m1:].max(dim=1) if m1 < n else none
+        c0 = c0 + m1
+        a1, a0 = torch.isfinite(v1), torch.isfinite(v0)
+        ids = (lambda c: c) if perm is None else (lambda c: perm[c.clamp(max=n - 1)])
+        take0 = _choose_popular(a1, a0, popular_so_far < cap, v1, ids(c1), v0, ids(c0))
+        if not bool((a1 | a0).all()):
+            available = torch.isfinite(scores_p[:, 0]).sum(dim=1)  # row 0 is never masked: the items left
+            short = int((available < k).nonzero()[0, 0]) if bool((available < k).any()) else 0
+            raise ValueError(f"row {short}: exclude leaves fewer than the slate size {k} items")
+        cols[:, j] = torch.where(take0, c0, c1)
+        popular_so_far += take0
+    return cols if perm is None else perm[cols]
 
 
 def _merge_row_lists(blocks, k: int, cap: int) -> torch.Tensor:
