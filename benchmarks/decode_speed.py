@@ -15,6 +15,11 @@ each figure is the median of ``--repeats`` timed calls after a warm-up, in milli
   (``--offset-scales``: the std of o_j relative to the std of u); the share of rows that needed the
   second or the full pass is reported (a weak bound costs time, never correctness);
 * ``rank_top1``: the K = 1 ranking step -- ``topk(1)`` against ``max``;
+* ``slot_decode``: the decoder of sampled W on given [B, K, n] scores (the training rollout's) -- each
+  row's top-K list per group then the merge (before) against slot-by-slot row maxima with the taken
+  columns masked (:func:`fcpo.policies.capped._slot_maxima`), capped (group-permuted scores) and
+  uncapped (``row_decode``), on one row block of ``DECODE_SCORE_BUDGET`` scores as the decoder runs;
+  the new one overwrites taken columns, so it is timed on a copy and the copy's time is given;
 * ``sampled_decode_blocks``: the decoder of a sampled W (the training rollout's) with row blocks of
   at most ``DECODE_SCORE_BUDGET`` scores, for several budgets (2^26 before, 2^22 now).
 
@@ -99,6 +104,26 @@ def bench_shape(label, b, k, n, d, cap, repeats, offset_scales, seed=0) -> dict:
                         "max_ms": median_ms(lambda: masked.max(dim=1), repeats),
                         "same": torch.equal(torch.topk(masked, 1, dim=1).indices.squeeze(1), masked.max(dim=1).indices)}
 
+    perm, m1 = capped_module._group_layout(pop)
+    users = min(b, max(1, capped_module.DECODE_SCORE_BUDGET // (k * n)))  # one row block, as the decoder runs
+    full = row_scores(w[:users], items, exclude[:users])
+    scores_p = capped_module._permute(full, perm)
+    dec_cap = cap if cap is not None else 2
+    lists = capped_module._merge_row_lists(capped_module._split_permuted(scores_p, perm, m1), k, dec_cap)
+    out["slot_decode"] = {
+        "cap": dec_cap, "block_users": users,
+        "capped_topk_lists_ms": median_ms(lambda: capped_module._merge_row_lists(
+            capped_module._split_permuted(scores_p, perm, m1), k, dec_cap), repeats),
+        "capped_slot_maxima_ms": median_ms(lambda: capped_module._slot_maxima(scores_p.clone(), k, dec_cap, perm, m1),
+                                           repeats),
+        "capped_same": torch.equal(lists, capped_module._slot_maxima(scores_p.clone(), k, dec_cap, perm, m1)),
+        "uncapped_topk_lists_ms": median_ms(lambda: capped_module._row_decode_candidates(
+            torch.topk(full, k, dim=2).indices), repeats),
+        "uncapped_slot_maxima_ms": median_ms(lambda: capped_module.row_decode(full.clone(), overwrite=True), repeats),
+        "uncapped_same": torch.equal(capped_module._row_decode_candidates(torch.topk(full, k, dim=2).indices),
+                                     capped_module.row_decode(full)),
+        "copy_ms": median_ms(lambda: full.clone(), repeats)}
+
     actor = SlateActor(items, 5, k, slate_cap=cap, is_popular=pop)
     u = torch.randn(b, d, generator=g)
     rows = []
@@ -152,6 +177,11 @@ def main(argv=None) -> dict:
         print(f"  exclusion   masked_fill {ex['masked_fill_ms']:.2f} ms -> bias {ex['bias_build_ms']:.2f} ms "
               f"(+ add on a copy {ex['bias_build_and_add_ms']:.2f} ms, the copy alone {ex['clone_ms']:.2f}) (same {ex['same']})")
         print(f"  top-1       topk {r1['topk_ms']:.2f} ms -> max {r1['max_ms']:.2f} ms (same {r1['same']})")
+        sd = r["slot_decode"]
+        print(f"  sampled-W slots, one block of {sd['block_users']} users, cap {sd['cap']}: top-K lists {sd['capped_topk_lists_ms']:.1f} ms -> slot maxima "
+              f"{sd['capped_slot_maxima_ms']:.1f} ms incl. a copy of {sd['copy_ms']:.1f} (same {sd['capped_same']}); "
+              f"uncapped {sd['uncapped_topk_lists_ms']:.1f} -> {sd['uncapped_slot_maxima_ms']:.1f} ms "
+              f"(same {sd['uncapped_same']})")
         print("  sampled-W decode by block budget: " + ", ".join(
             f"2^{int(b).bit_length() - 1} {v['ms']:.1f} ms (same {v['same']})" for b, v in r["sampled_decode_blocks"].items()))
         for row in r["greedy_decode"]:

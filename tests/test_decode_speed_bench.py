@@ -17,6 +17,8 @@ def test_every_pair_agrees_on_a_small_shape(bench, cap):
     out = bench.bench_shape("tiny", 40, 5, 300, 8, cap, repeats=1, offset_scales=[0.0, 3.0])
     assert out["row_scores"]["same"] and out["exclusion"]["same"] and out["rank_top1"]["same"]
     assert all(v["same"] for v in out["sampled_decode_blocks"].values())
+    slots = out["slot_decode"]
+    assert slots["capped_same"] and slots["uncapped_same"] and slots["cap"] == (cap if cap is not None else 2)
     assert set(out["sampled_decode_blocks"]) == {str(b) for b in bench.BLOCK_BUDGETS}
     still, large = out["greedy_decode"]
     assert still["same_as_full_scores"] and large["same_as_full_scores"]
