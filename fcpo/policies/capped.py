@@ -430,6 +430,7 @@ def _slot_maxima(scores_p: torch.Tensor, k: int, cap: int | None, perm: torch.Te
     popular_so_far = torch.zeros(b, dtype=torch.long, device=device)
     none = (torch.full((b,), NEG_INF, dtype=scores_p.dtype, device=device),
             torch.zeros(b, dtype=torch.long, device=device))
+    ids = (lambda c: c) if perm is None else (lambda c: perm[c.clamp(max=n - 1)])  # column -> item id (ties)
     for j in range(k):  # K slots, vectorised over users
         row = scores_p[:, j]  # [B, n] view
         if j:
@@ -438,7 +439,6 @@ def _slot_maxima(scores_p: torch.Tensor, k: int, cap: int | None, perm: torch.Te
         v0, c0 = row[:, m1:].max(dim=1) if m1 < n else none
         c0 = c0 + m1
         a1, a0 = torch.isfinite(v1), torch.isfinite(v0)
-        ids = (lambda c: c) if perm is None else (lambda c: perm[c.clamp(max=n - 1)])
         take0 = _choose_popular(a1, a0, popular_so_far < cap, v1, ids(c1), v0, ids(c0))
         if not bool((a1 | a0).all()):
             available = torch.isfinite(scores_p[:, 0]).sum(dim=1)  # row 0 is never masked: the items left
