@@ -26,7 +26,6 @@ assume 4-byte elements (float32; bool masks are 1 byte and int64 indices 8, a sm
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -301,7 +300,6 @@ def main(argv=None) -> dict:
                              ("--warmup", args.warmup, 0), ("--threads", args.threads, 1), ("--top", args.top, 1)):
         if value < low:
             ap.error(f"{flag} must be >= {low}, got {value}")
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     torch.set_num_threads(args.threads)
     row = measure(args)
     print(f"{row['fcpo_train_flags']}")
